@@ -8,6 +8,7 @@ from .build import Binaries, ensure_binaries
 from .cluster import COMPONENTS, DevCluster, DevClusterConfig, kubectl_path
 from .errors import BuildError, DevClusterError, StartError
 from .versions import Versions, VersionError
+from .waiting import WaitTimeout, wait_until
 
 __all__ = [
     "COMPONENTS",
@@ -19,6 +20,8 @@ __all__ = [
     "StartError",
     "VersionError",
     "Versions",
+    "WaitTimeout",
     "ensure_binaries",
     "kubectl_path",
+    "wait_until",
 ]

@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BuildError
+from .gotoolchain import find_go
 from .versions import Versions, cache_root
 
 Progress = Callable[[str], None]
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ETCD_COMMANDS = ("etcd",)
-_MIN_GO = (1, 26)
 _PROGRESS_EVERY_S = 15.0
 
 
@@ -161,30 +161,12 @@ def _ensure(
 
 
 def _go() -> str:
-    go = shutil.which("go")
-    if go is None:
-        raise BuildError(
-            "go toolchain",
-            "`go` is not on PATH; the dev cluster is built from Go modules and needs Go "
-            f">= {_MIN_GO[0]}.{_MIN_GO[1]} (or set VK_CONTROLPLANE_BIN to ready-made binaries)",
-        )
-    return go
+    return find_go()
 
 
 def _go_version() -> str:
     out = subprocess.run([_go(), "env", "GOVERSION"], capture_output=True, text=True, check=False)
     return out.stdout.strip()
-
-
-def _check_go() -> None:
-    version = _go_version()
-    match = re.match(r"go(\d+)\.(\d+)", version)
-    if match is None or (int(match.group(1)), int(match.group(2))) < _MIN_GO:
-        raise BuildError(
-            "go toolchain",
-            f"found {version or 'an unknown Go version'}; building Kubernetes 1.36 needs Go "
-            f">= {_MIN_GO[0]}.{_MIN_GO[1]}",
-        )
 
 
 def _go_env() -> dict[str, str]:
@@ -194,14 +176,13 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run_go(
-    component: str,
+def _exec_go(
     args: Sequence[str],
     cwd: Path,
     log: Path,
     on_line: Callable[[str], None] | None = None,
-) -> str:
-    """Run `go args...` in `cwd`, appending its output to `log`; raise BuildError if it fails."""
+) -> tuple[int, str]:
+    """Run `go args...` in `cwd`, appending its output to `log`; return (exit code, stdout)."""
     with log.open("a") as sink:
         sink.write(f"$ go {' '.join(args)}\n")
         sink.flush()
@@ -220,10 +201,38 @@ def _run_go(
             captured.append(line)
             if on_line is not None:
                 on_line(line.rstrip("\n"))
-        code = proc.wait()
+        return proc.wait(), "".join(captured)
+
+
+def _run_go(
+    component: str,
+    args: Sequence[str],
+    cwd: Path,
+    log: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Like `_exec_go`, but a failure raises BuildError naming the go command."""
+    code, output = _exec_go(args, cwd, log, on_line)
     if code != 0:
-        raise BuildError(component, f"`go {args[0]}` failed with exit code {code}", log)
-    return "".join(captured)
+        command = " ".join(a for a in args[:2] if not a.startswith("-"))
+        raise BuildError(component, f"`go {command}` failed with exit code {code}", log)
+    return output
+
+
+def _download(component: str, module: str, cwd: Path, log: Path) -> dict[str, str]:
+    """`go mod download -json module@version`, quoting the proxy's refusal when it fails."""
+    code, output = _exec_go(["mod", "download", "-json", module], cwd, log)
+    try:
+        info: dict[str, str] = json.loads(output)
+    except ValueError:
+        info = {"Error": output.strip()}
+    if code != 0 or "Error" in info:
+        raise BuildError(
+            component,
+            f"cannot download {module} (is it a published release?): {info.get('Error')}",
+            log,
+        )
+    return info
 
 
 class _Ticker:
@@ -250,17 +259,13 @@ def _build_kubernetes(
     versions: Versions, workdir: Path, out: Path, log: Path, progress: Progress
 ) -> None:
     what = f"kubernetes {versions.kubernetes}"
-    _check_go()
     progress(f"{what}: resolving modules (first build downloads ~1 GB and compiles for ~20 min)")
     _run_go(what, ["mod", "init", "local.invalid/vk-devcluster-kubernetes"], workdir, log)
-    info = json.loads(
-        _run_go(what, ["mod", "download", "-json", f"k8s.io/kubernetes@{versions.kubernetes}"],
-                workdir, log)
-    )
+    info = _download(what, f"k8s.io/kubernetes@{versions.kubernetes}", workdir, log)
     # k8s.io/kubernetes requires each staging module at v0.0.0 and replaces it with a local path;
     # as a dependency those replaces are ignored, so pin each to its published tag ourselves.
     staging = sorted(
-        set(re.findall(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0\b", Path(info["GoMod"]).read_text(), re.M))
+        set(re.findall(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0(?=\s|$)", Path(info["GoMod"]).read_text(), re.M))
     )
     if not staging:
         raise BuildError(what, "found no staging modules in k8s.io/kubernetes' go.mod", log)
@@ -292,7 +297,6 @@ def _build_kubernetes(
 
 def _build_etcd(versions: Versions, workdir: Path, out: Path, log: Path, progress: Progress) -> None:
     what = f"etcd {versions.etcd}"
-    _check_go()
     progress(f"{what}: resolving modules")
     _run_go(what, ["mod", "init", "local.invalid/vk-devcluster-etcd"], workdir, log)
     package = "go.etcd.io/etcd/server/v3"

@@ -7,6 +7,7 @@ Clusters started here keep running after the command returns; their files live u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import click
 from .build import ensure_binaries
 from .cluster import DevCluster, DevClusterConfig
 from .errors import DevClusterError
+from .gotoolchain import GO_VERSION, MIN_GO, find_go
+from .gotoolchain import install_go as fetch_go
 from .versions import DEFAULT_ETCD_VERSION, DEFAULT_KUBERNETES_VERSION, Versions, VersionError, state_root
 
 
@@ -78,9 +81,20 @@ def devcluster() -> None:
 
 @devcluster.command()
 @_with_versions
-def build(kubernetes_version: str, etcd_version: str) -> None:
+@click.option(
+    "--install-go",
+    is_flag=True,
+    help=f"If no Go >= {MIN_GO[0]}.{MIN_GO[1]} is on PATH, fetch Go {GO_VERSION} from the Go "
+    "module proxy into the cache first (verified against the checksum database).",
+)
+def build(kubernetes_version: str, etcd_version: str, install_go: bool) -> None:
     """Build (or find in the cache) the control-plane binaries and print where they are."""
     try:
+        if install_go:
+            try:
+                find_go()
+            except DevClusterError:
+                fetch_go(_progress)
         binaries = ensure_binaries(_versions(kubernetes_version, etcd_version), progress=_progress)
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -99,6 +113,12 @@ def build(kubernetes_version: str, etcd_version: str) -> None:
     show_default=True,
     help="How long a node may miss heartbeats before it is marked NotReady/Unknown.",
 )
+@click.option(
+    "--node-address/--no-node-address",
+    default=os.geteuid() == 0,
+    show_default="on when run as root",
+    help="Create a private 198.18.x.y address for virtual nodes, so `nodes/<n>/proxy` works.",
+)
 def up(
     name: str,
     directory: Path | None,
@@ -106,6 +126,7 @@ def up(
     etcd_version: str,
     api_port: int | None,
     node_monitor_grace_period: str,
+    node_address: bool,
 ) -> None:
     """Start a cluster that keeps running after this command; print its kubeconfig path."""
     config = DevClusterConfig(
@@ -113,6 +134,7 @@ def up(
         ports={"kube-apiserver": api_port} if api_port else {},
         node_monitor_grace_period=node_monitor_grace_period,
         detached=True,
+        node_address=node_address,
     )
     cluster = DevCluster(_workdir(name, directory), config, progress=_progress)
     try:
@@ -156,6 +178,7 @@ def status(name: str, directory: Path | None, as_json: bool) -> None:
     click.echo(f"workdir:    {info['workdir']}")
     click.echo(f"server:     {info['server']}")
     click.echo(f"kubeconfig: {info['kubeconfig']}")
+    click.echo(f"node IP:    {info['node_ip']}")
     click.echo(f"readyz:     {info['readyz'] or 'not running'}")
     for component, c in info["components"].items():
         state = f"running (pid {c['pid']})" if c["running"] else "stopped"

@@ -27,6 +27,7 @@ from . import ports as portlib
 from .build import Binaries, Progress, ensure_binaries
 from .errors import DevClusterError, StartError
 from .kubeconfig import write_kubeconfig
+from .nodeaddr import NodeAddress
 from .pki import CertificateAuthority, KeyPair, create_service_account_keys
 from .process import Component, ProcessRecord
 from .versions import Versions
@@ -64,6 +65,9 @@ class DevClusterConfig:
     start_timeout: float = 120.0
     #: Leave the components running after this Python process exits (the CLI's `up`).
     detached: bool = False
+    #: Give virtual nodes a non-loopback local address (see nodeaddr.py); needs root. The API
+    #: server's `nodes/<name>/proxy` refuses loopback node addresses, logs and exec do not.
+    node_address: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.ports) - set(PORT_NAMES)
@@ -89,6 +93,7 @@ class DevCluster:
         self.progress = progress
         self.ports: dict[str, int] = {}
         self.components: dict[str, Component] = {}
+        self.node_address: NodeAddress | None = None
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -126,6 +131,11 @@ class DevCluster:
         )
 
     @property
+    def node_ip(self) -> str:
+        """The address virtual nodes of this cluster should listen on and advertise."""
+        return self.node_address.address if self.node_address else "127.0.0.1"
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports[APISERVER]}"
 
@@ -161,6 +171,9 @@ class DevCluster:
             self._choose_ports()
             self._write_pki()
             self.components = {}
+            if self.config.node_address:
+                self.node_address = NodeAddress.create(self.workdir)
+                self._save_state()
             self._start_etcd(binaries)
             self._start_apiserver(binaries)
             self._start_controllers(binaries)
@@ -180,6 +193,9 @@ class DevCluster:
                 component.stop(timeout)
         for port in self.ports.values():
             portlib.release(port)
+        if self.node_address is not None:
+            self.node_address.remove()
+            self.node_address = None
         self.components = {}
         self._save_state()
 
@@ -219,6 +235,7 @@ class DevCluster:
             "workdir": str(self.workdir),
             "server": self.server if APISERVER in self.ports else None,
             "kubeconfig": str(self.kubeconfig),
+            "node_ip": self.node_ip,
             "readyz": ready,
             "components": components,
         }
@@ -259,6 +276,10 @@ class DevCluster:
                 result.returncode, result.args, result.stdout, result.stderr
             )
         return result
+
+    def get_json(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -324,6 +345,7 @@ class DevCluster:
     def _spawn(self, name: str, argv: list[str]) -> Component:
         argv = [*argv, *self.config.extra_args.get(name, ())]
         log = self.log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n")
         component = Component.spawn(name, argv, log, detached=self.config.detached)
@@ -470,6 +492,7 @@ class DevCluster:
                 "etcd": self.config.versions.etcd,
             },
             "ports": self.ports,
+            "node_address": self.node_address.__dict__ if self.node_address else None,
             "processes": [c.record.to_json() for c in self.components.values()],
         }
         tmp = self.state_file.with_suffix(".tmp")
@@ -486,6 +509,8 @@ class DevCluster:
             rec["name"]: Component(ProcessRecord.from_json(rec))
             for rec in state.get("processes", [])
         }
+        address = state.get("node_address")
+        self.node_address = NodeAddress(**address) if address else None
 
 
 def kubectl_path() -> str:

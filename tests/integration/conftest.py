@@ -1,0 +1,9 @@
+"""Every test here runs against the real control plane (the `devcluster` fixture)."""
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
