@@ -101,7 +101,9 @@ def test_pod_bound_to_missing_node_bypasses_scheduler_and_stays_pending(
 
     # Once the scheduler has judged the later `probe` pod, it has had its chance at `bound` too.
     wait_until(
-        lambda: _condition(devcluster.get_json("pod", "probe", "-n", kube_namespace), "PodScheduled"),
+        lambda: _condition(
+            devcluster.get_json("pod", "probe", "-n", kube_namespace), "PodScheduled"
+        ),
         60,
         "the scheduler to process the probe pod",
     )
@@ -121,12 +123,18 @@ def test_silent_node_turns_unknown_and_unreachable(devcluster: DevCluster) -> No
             current = devcluster.get_json("node", name)
             ready = _condition(current, "Ready")
             taints = {t["key"] for t in current["spec"].get("taints", [])}
-            if ready and ready["status"] == "Unknown" and "node.kubernetes.io/unreachable" in taints:
+            if (
+                ready
+                and ready["status"] == "Unknown"
+                and "node.kubernetes.io/unreachable" in taints
+            ):
                 return current
             return None
 
         # The fixture's node-startup grace period is 20 s; allow for a loaded 2-core machine.
-        current = wait_until(unreachable, 90, "node-lifecycle to mark the node Unknown + unreachable")
+        current = wait_until(
+            unreachable, 90, "node-lifecycle to mark the node Unknown + unreachable"
+        )
         assert _condition(current, "Ready")["reason"] == "NodeStatusNeverUpdated"  # type: ignore[index]
     finally:
         devcluster.kubectl("delete", "node", name, "--wait=false", check=False)
@@ -140,7 +148,10 @@ def test_api_server_refuses_to_proxy_to_loopback_nodes_but_not_to_the_node_addre
         pytest.skip("creating a node address needs root")
     name = f"proxy-{secrets.token_hex(3)}"
     devcluster.kubectl(
-        "create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        "create",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
     )
     try:
         for address, refused in (("127.0.0.1", True), (devcluster.node_ip, False)):
@@ -151,7 +162,13 @@ def test_api_server_refuses_to_proxy_to_loopback_nodes_but_not_to_the_node_addre
                 }
             }
             devcluster.kubectl(
-                "patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+                "patch",
+                "node",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps(status),
             )
             result = devcluster.kubectl(
                 "get", "--raw", f"/api/v1/nodes/{name}/proxy/healthz", check=False

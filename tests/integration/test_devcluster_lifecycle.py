@@ -16,8 +16,8 @@ from virtual_kubelet.devcluster import (
     BuildError,
     DevCluster,
     StartError,
-    Versions,
     VersionError,
+    Versions,
     ensure_binaries,
 )
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
@@ -60,14 +60,19 @@ def test_start_stop_twice_leaves_no_process_port_or_interface(tmp_path: Path) ->
 def test_cli_up_status_down(tmp_path: Path) -> None:
     workdir = tmp_path / "cli"
     up = subprocess.run(
-        [*CLI, "devcluster", "up", "--dir", str(workdir)], capture_output=True, text=True, timeout=300
+        [*CLI, "devcluster", "up", "--dir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert up.returncode == 0, up.stderr
     kubeconfig = up.stdout.strip()
     try:
         status = subprocess.run(
             [*CLI, "devcluster", "status", "--dir", str(workdir), "--json"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         info = json.loads(status.stdout)
         assert info["readyz"] == "ok"
@@ -75,7 +80,9 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert all(c["running"] for c in info["components"].values())
         printed = subprocess.run(
             [*CLI, "devcluster", "kubeconfig", "--dir", str(workdir)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert printed.stdout.strip() == kubeconfig
         # The components outlived `up`: they belong to the cluster, not to the command.
@@ -84,7 +91,9 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
     finally:
         down = subprocess.run(
             [*CLI, "devcluster", "down", "--dir", str(workdir), "--purge"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert down.returncode == 0, down.stderr
     assert not [p for p in pids if _alive(p)]
@@ -111,7 +120,8 @@ def test_malformed_version_pin_is_rejected_before_anything_runs(tmp_path: Path) 
         Versions(kubernetes="1.36")
     result = subprocess.run(
         [*CLI, "devcluster", "up", "--dir", str(tmp_path), "--kubernetes-version", "latest"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "'latest' is not a release tag" in result.stderr
@@ -160,7 +170,9 @@ def test_component_exiting_early_names_it_shows_its_log_and_stops_the_rest(
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["processes"] == []
     assert cluster.running_components() == []
-    assert not [n for n in psutil.net_if_addrs() if n.startswith("vkdc") and os.fspath(tmp_path) in n]
+    assert not [
+        n for n in psutil.net_if_addrs() if n.startswith("vkdc") and os.fspath(tmp_path) in n
+    ]
 
 
 def test_install_go_fetches_a_verified_toolchain_when_none_is_on_path(tmp_path: Path) -> None:
@@ -179,7 +191,10 @@ def test_install_go_fetches_a_verified_toolchain_when_none_is_on_path(tmp_path: 
     go = tmp_path / "cache" / f"go{GO_VERSION}" / "bin" / "go"
     fetched = subprocess.run(
         [*CLI, "devcluster", "build", "--install-go", "--kubernetes-version", "v1.36.99"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # The toolchain arrived and works; the build then fails on the unpublished release, with
     # the fetched Go doing the talking.

@@ -1,13 +1,13 @@
 """A real local Kubernetes control plane built from upstream Go modules (for tests, bench, demo).
 
-    with DevCluster(tmpdir) as cluster:
-        cluster.kubectl("get", "--raw", "/readyz")
+with DevCluster(tmpdir) as cluster:
+    cluster.kubectl("get", "--raw", "/readyz")
 """
 
 from .build import Binaries, ensure_binaries
 from .cluster import COMPONENTS, DevCluster, DevClusterConfig, kubectl_path
 from .errors import BuildError, DevClusterError, StartError
-from .versions import Versions, VersionError
+from .versions import VersionError, Versions
 from .waiting import WaitTimeout, wait_until
 
 __all__ = [

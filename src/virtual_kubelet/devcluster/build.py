@@ -265,12 +265,20 @@ def _build_kubernetes(
     # k8s.io/kubernetes requires each staging module at v0.0.0 and replaces it with a local path;
     # as a dependency those replaces are ignored, so pin each to its published tag ourselves.
     staging = sorted(
-        set(re.findall(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0(?=\s|$)", Path(info["GoMod"]).read_text(), re.M))
+        set(
+            re.findall(
+                r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0(?=\s|$)", Path(info["GoMod"]).read_text(), re.M
+            )
+        )
     )
     if not staging:
         raise BuildError(what, "found no staging modules in k8s.io/kubernetes' go.mod", log)
-    _run_go(what, ["mod", "edit", *(f"-replace={m}={m}@{versions.staging}" for m in staging)],
-            workdir, log)
+    _run_go(
+        what,
+        ["mod", "edit", *(f"-replace={m}={m}@{versions.staging}" for m in staging)],
+        workdir,
+        log,
+    )
     packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS]
     _run_go(what, ["get", *(f"{p}@{versions.kubernetes}" for p in packages)], workdir, log)
     total = len(_run_go(what, ["list", "-deps", *packages], workdir, log).split())
@@ -295,7 +303,9 @@ def _build_kubernetes(
     )
 
 
-def _build_etcd(versions: Versions, workdir: Path, out: Path, log: Path, progress: Progress) -> None:
+def _build_etcd(
+    versions: Versions, workdir: Path, out: Path, log: Path, progress: Progress
+) -> None:
     what = f"etcd {versions.etcd}"
     progress(f"{what}: resolving modules")
     _run_go(what, ["mod", "init", "local.invalid/vk-devcluster-etcd"], workdir, log)

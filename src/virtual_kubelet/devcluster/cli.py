@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -18,7 +20,13 @@ from .cluster import DevCluster, DevClusterConfig
 from .errors import DevClusterError
 from .gotoolchain import GO_VERSION, MIN_GO, find_go
 from .gotoolchain import install_go as fetch_go
-from .versions import DEFAULT_ETCD_VERSION, DEFAULT_KUBERNETES_VERSION, Versions, VersionError, state_root
+from .versions import (
+    DEFAULT_ETCD_VERSION,
+    DEFAULT_KUBERNETES_VERSION,
+    VersionError,
+    Versions,
+    state_root,
+)
 
 
 def _progress(message: str) -> None:
@@ -63,7 +71,10 @@ _version_options = [
 ]
 
 
-def _with_versions(f):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_versions(f: F) -> F:
     for option in reversed(_version_options):
         f = option(f)
     return f
@@ -148,7 +159,9 @@ def up(
 @devcluster.command()
 @_name_option
 @_dir_option
-@click.option("--purge", is_flag=True, help="Also delete the cluster's data, certificates and logs.")
+@click.option(
+    "--purge", is_flag=True, help="Also delete the cluster's data, certificates and logs."
+)
 def down(name: str, directory: Path | None, purge: bool) -> None:
     """Stop a cluster started with `up` (only the processes it started)."""
     workdir = _workdir(name, directory)

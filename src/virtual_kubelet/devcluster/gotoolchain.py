@@ -52,7 +52,11 @@ def find_go() -> str:
         return on_path
     if os.access(installed_go(), os.X_OK):
         return str(installed_go())
-    have = f"found Go {found[0]}.{found[1]} at {on_path}" if on_path and found else "`go` is not on PATH"
+    have = (
+        f"found Go {found[0]}.{found[1]} at {on_path}"
+        if on_path and found
+        else "`go` is not on PATH"
+    )
     raise BuildError(
         "go toolchain",
         f"{have}; the dev cluster is built from Go modules and needs Go >= {MIN_GO[0]}.{MIN_GO[1]}. "
@@ -90,7 +94,9 @@ def install_go(progress: Callable[[str], None]) -> str:
         return str(installed_go())
     arch = _ARCH.get(platform.machine())
     if arch is None or platform.system() != "Linux":
-        raise BuildError("go toolchain", f"no Go download for {platform.system()}/{platform.machine()}")
+        raise BuildError(
+            "go toolchain", f"no Go download for {platform.system()}/{platform.machine()}"
+        )
     module = f"golang.org/toolchain@v0.0.1-go{GO_VERSION}.linux-{arch}"
     path, _, version = module.partition("@")
     proxy = _proxy()

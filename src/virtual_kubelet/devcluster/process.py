@@ -140,9 +140,7 @@ class Component:
                 last_error = exc
             if time.monotonic() >= deadline:
                 detail = f" (last check: {last_error})" if last_error else ""
-                raise StartError(
-                    self.name, f"not {what} after {timeout:.0f} s{detail}", self.log
-                )
+                raise StartError(self.name, f"not {what} after {timeout:.0f} s{detail}", self.log)
             time.sleep(interval)
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -36,5 +36,7 @@ def wait_until(
         except Exception as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"
+            )
         time.sleep(interval)
