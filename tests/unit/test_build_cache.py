@@ -65,4 +65,6 @@ def test_failed_build_leaves_no_bin_and_is_retried(tmp_path: Path) -> None:
 
 def test_build_that_produces_nothing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="produced no tool"):
-        _ensure(tmp_path / "thing", ["tool"], lambda workdir, out, log: None, "thing", lambda _: None)
+        _ensure(
+            tmp_path / "thing", ["tool"], lambda workdir, out, log: None, "thing", lambda _: None
+        )
