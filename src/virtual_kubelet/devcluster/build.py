@@ -259,7 +259,9 @@ def _build_kubernetes(
     versions: Versions, workdir: Path, out: Path, log: Path, progress: Progress
 ) -> None:
     what = f"kubernetes {versions.kubernetes}"
-    progress(f"{what}: resolving modules (first build downloads ~1 GB and compiles for ~20 min)")
+    progress(
+        f"{what}: resolving modules (the first build downloads ~600 MB of modules and compiles for ~5 minutes on 2 cores)"
+    )
     _run_go(what, ["mod", "init", "local.invalid/vk-devcluster-kubernetes"], workdir, log)
     info = _download(what, f"k8s.io/kubernetes@{versions.kubernetes}", workdir, log)
     # k8s.io/kubernetes requires each staging module at v0.0.0 and replaces it with a local path;

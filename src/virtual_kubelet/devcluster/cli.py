@@ -85,7 +85,7 @@ def devcluster() -> None:
     """A real local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
 
     Binaries are built once from the published Go modules (needs Go >= 1.26; the first build takes
-    about 20 minutes on 2 cores) and cached in $VK_CACHE_DIR, default ~/.cache/virtual-kubelet.
+    about 5 minutes on 2 cores) and cached in $VK_CACHE_DIR, default ~/.cache/virtual-kubelet.
     Everything listens on 127.0.0.1 only.
     """
 
