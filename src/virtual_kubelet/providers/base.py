@@ -1,0 +1,147 @@
+"""The provider contract: what a backend implements so virtual-kubelet can run pods on it.
+
+Pods, statuses and nodes cross this boundary as plain JSON dicts in the API server's own shape
+(exactly what `kubectl get -o json` prints). Subclass `Provider`, implement the six abstract
+methods, and optionally the push and node hooks; see docs/providers.md for a tutorial.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput, NotFound
+
+__all__ = [
+    "InvalidInput",
+    "Node",
+    "NotFound",
+    "Pod",
+    "PodCallback",
+    "PodStatus",
+    "Provider",
+    "ProviderContext",
+    "implements",
+]
+
+Pod = dict[str, Any]
+PodStatus = dict[str, Any]
+Node = dict[str, Any]
+PodCallback = Callable[[Pod], None]
+NodeCallback = Callable[[Node], None]
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What the agent tells a provider about where it runs."""
+
+    node_name: str
+    #: "linux" or "windows" (from --os).
+    operating_system: str
+    #: The node's InternalIP: VKUBELET_POD_IP, else the address the agent detected.
+    internal_ip: str
+    #: The kubelet API port advertised in the node's daemonEndpoints (KUBELET_PORT).
+    daemon_port: int
+    #: --provider-config, if given. The provider reads and validates it.
+    config_path: Path | None = None
+    cluster_domain: str = "cluster.local"
+    #: A directory the provider may keep state in across restarts.
+    state_dir: Path = field(default_factory=lambda: Path("/var/lib/virtual-kubelet"))
+
+    @property
+    def pods_dir(self) -> Path:
+        """Where the core materialises pod volumes: `pods_dir/<pod uid>/volumes/<volume name>/`."""
+        return self.state_dir / "pods"
+
+    def volume_path(self, pod: Pod, volume: str) -> Path:
+        """The directory holding the files of `volume` of `pod` (configMap, secret, projected,
+        downwardAPI and emptyDir volumes are filled in by the core before `create_pod`)."""
+        return self.pods_dir / str(pod["metadata"]["uid"]) / "volumes" / volume
+
+
+class Provider(abc.ABC):
+    """Base class of every provider.
+
+    All pod methods may be called concurrently for *different* pods, never for the same pod at the
+    same time. Raise `NotFound` when a pod does not exist and `InvalidInput` when a request can never
+    succeed; any other exception is retried with backoff and reported as an Event.
+    """
+
+    #: One line shown by `virtual-kubelet providers`.
+    description: str = ""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+
+    # --- lifecycle of the provider itself -------------------------------------------------------
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to the backend. Called once, before any other method."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release resources on shutdown. Pods keep running: a restarted agent adopts them."""
+
+    # --- pods (required) ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_pod(self, pod: Pod) -> None:
+        """Start running `pod`. Its env is already resolved (names and values only) and its volumes
+        materialised under `context.volume_path(pod, name)`. Return once the backend has accepted
+        it; report progress through `notify_pods` (or `get_pod_status`)."""
+
+    @abc.abstractmethod
+    async def update_pod(self, pod: Pod) -> None:
+        """Apply a changed spec (images, labels, annotations, activeDeadlineSeconds, ...)."""
+
+    @abc.abstractmethod
+    async def delete_pod(self, pod: Pod) -> None:
+        """Stop `pod` gracefully (honour `metadata.deletionGracePeriodSeconds`). May be called more
+        than once; raise `NotFound` if it is already gone. Once the pod has stopped, report a
+        terminal status or stop returning it from `get_pod`."""
+
+    @abc.abstractmethod
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        """The pod as the provider knows it (with its status), or None."""
+
+    async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
+        """The pod's current status; by default taken from `get_pod`."""
+        pod = await self.get_pod(namespace, name)
+        return None if pod is None else pod.get("status")
+
+    @abc.abstractmethod
+    async def list_pods(self) -> list[Pod]:
+        """Every pod the provider runs for this node (used at start-up to adopt and clean up)."""
+
+    # --- optional hooks ---------------------------------------------------------------------------
+
+    def notify_pods(self, callback: PodCallback) -> None:
+        """Push mode: store `callback` and call it with the whole pod (metadata + status) whenever
+        a pod's status changes. It never blocks. Providers without it are polled."""
+        raise NotImplementedError
+
+    async def assign_pod_ips(self, pod: Pod) -> list[str] | None:
+        """The IPs `pod` will have, if the provider can decide them before `create_pod`; this is
+        what lets env variables from `status.podIP` / `status.podIPs` resolve. Default: unknown."""
+        return None
+
+    # --- the node ---------------------------------------------------------------------------------
+
+    async def configure_node(self, node: Node) -> None:  # noqa: B027 - optional hook
+        """Fill in capacity, allocatable, conditions, addresses, nodeInfo, labels or providerID of
+        the Node the agent registers. The agent has set defaults already."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the backend is unhealthy: the agent then stops renewing the node's Lease and
+        the cluster marks the node NotReady."""
+
+    def notify_node_status(self, callback: NodeCallback) -> None:
+        """Push mode for node status: call `callback(node)` when capacity or conditions change."""
+        raise NotImplementedError
+
+
+def implements(provider: Provider, method: str) -> bool:
+    """Whether `provider` overrides an optional method of `Provider` (e.g. "notify_pods")."""
+    return getattr(type(provider), method, None) is not getattr(Provider, method, None)
