@@ -16,17 +16,9 @@ from typing import Any, Protocol
 
 from .client import KubeClient, Params
 from .errors import ApiError
+from .objects import Obj, key_of
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
-
-
-def key_of(obj: Obj) -> str:
-    """`namespace/name`, or `name` for cluster-scoped objects."""
-    meta = obj["metadata"]
-    ns = meta.get("namespace")
-    return f"{ns}/{meta['name']}" if ns else str(meta["name"])
 
 
 class Handler(Protocol):
