@@ -130,7 +130,7 @@ class KubeClient:
         params: Params | None = None,
         body: Any = None,
         content_type: str = "application/json",
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-request HTTP timeout, not a deadline
+        timeout: float | None = None,
     ) -> Any:
         """One API call; returns the parsed JSON body. Raises ApiError for error statuses."""
         data = orjson.dumps(body) if body is not None else None

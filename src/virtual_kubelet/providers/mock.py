@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -392,8 +391,10 @@ class MockProvider(Provider):
 
     async def ping(self) -> None:
         marker = self.config.unhealthy_file
-        if marker and await asyncio.to_thread(os.path.exists, marker):
-            raise RuntimeError(f"mock: unhealthy ({self.config.unhealthy_file} exists)")
+        if marker is None:
+            return
+        if await asyncio.to_thread(Path(marker).exists):
+            raise RuntimeError(f"mock: unhealthy ({marker} exists)")
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The Node object of this virtual kubelet: registration, status and the heartbeat Lease."""

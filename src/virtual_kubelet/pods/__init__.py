@@ -1,0 +1,1 @@
+"""Pod lifecycle: sync with the provider, status, env and volumes."""

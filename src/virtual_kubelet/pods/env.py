@@ -1,0 +1,564 @@
+"""Container environment resolution, done the way the kubelet does it before starting a container.
+
+Turns a container's `env` and `envFrom` (ConfigMap and Secret references, the downward API,
+resource fields, `$(VAR)` references and service links) into the ordered list of plain
+`{"name", "value"}` pairs a provider receives. Pure logic: objects are read only through
+`EnvSources`; no I/O, no asyncio. No secret value may ever appear in an event or an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from virtual_kubelet.kube.quantity import QuantityError, ceil_div, parse_quantity
+
+_Json = dict[str, Any]
+
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+# The kubelet saturates resource values at the largest int64 rather than overflowing.
+_MAX_INT64 = 2**63 - 1
+# Only these fall back to node allocatable: hugepages are never overcommitted, so a container
+# using them always carries its own limit.
+_ALLOCATABLE_FALLBACK = ("cpu", "memory", "ephemeral-storage")
+_POD_LEVEL_RESOURCES = ("cpu", "memory")
+_PLAIN_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+@dataclass(frozen=True)
+class EnvEvent:
+    """A Kubernetes Event the caller should record on the pod."""
+
+    type: str
+    reason: str
+    message: str
+
+
+class EnvError(Exception):
+    """A mandatory reference cannot be satisfied: the pod must not be started."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class EnvSources(Protocol):
+    """Read access to the objects an environment may reference (normally informer caches)."""
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap, or None if it does not exist."""
+        ...
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret (values in `data` base64-encoded), or None if it does not exist."""
+        ...
+
+    def services(self, namespace: str) -> list[dict[str, Any]]:
+        """The Services of a namespace."""
+        ...
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """Addresses the downward API exposes as status.hostIP(s) and status.podIP(s)."""
+
+    host_ips: list[str]
+    pod_ips: list[str]
+
+
+def expand(text: str, lookup: Callable[[str], str | None]) -> str:
+    """Expand `$(VAR)` references the way Kubernetes does for env values, command and args.
+
+    Unknown references stay verbatim, `$$` is an escaped `$`, and an unterminated `$(` or a `$`
+    before any other character is kept as written.
+    """
+    out: list[str] = []
+    checkpoint = 0
+    cursor = 0
+    size = len(text)
+    while cursor < size:
+        if text[cursor] == "$" and cursor + 1 < size:
+            out.append(text[checkpoint:cursor])
+            following = text[cursor + 1]
+            if following == "(":
+                closer = text.find(")", cursor + 2)
+                if closer == -1:
+                    out.append("$(")
+                    cursor += 1
+                else:
+                    name = text[cursor + 2 : closer]
+                    value = lookup(name)
+                    out.append(f"$({name})" if value is None else value)
+                    cursor = closer
+            else:
+                # "$$" collapses to "$"; "$x" is kept whole so that its "x" is not rescanned.
+                out.append("$" if following == "$" else "$" + following)
+                cursor += 1
+            checkpoint = cursor + 1
+        cursor += 1
+    out.append(text[checkpoint:])
+    return "".join(out)
+
+
+def resolve_container_env(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    sources: EnvSources,
+    network: PodNetwork,
+    *,
+    node_allocatable: dict[str, str],
+) -> tuple[list[dict[str, str]], list[EnvEvent]]:
+    """The final environment of one container of `pod`, and the events to record.
+
+    Raises EnvError when a mandatory ConfigMap, Secret or key is missing or a reference
+    cannot be resolved.
+    """
+    resolver = _Resolver(pod, _CachedSources(sources), network, node_allocatable)
+    return resolver.container_env(container), resolver.events
+
+
+def resolve_pod_env(
+    pod: dict[str, Any],
+    sources: EnvSources,
+    network: PodNetwork,
+    *,
+    node_allocatable: dict[str, str],
+) -> tuple[dict[str, Any], list[EnvEvent]]:
+    """A deep copy of `pod` whose containers carry their resolved `env` and no `envFrom`.
+
+    Every container of the pod sees the same snapshot of ConfigMaps, Secrets and Services.
+    Raises EnvError on the first reference that cannot be satisfied.
+    """
+    resolver = _Resolver(pod, _CachedSources(sources), network, node_allocatable)
+    resolved = copy.deepcopy(pod)
+    spec = resolved.get("spec")
+    if isinstance(spec, dict):
+        for key in _CONTAINER_LISTS:
+            for container in _list(spec.get(key)):
+                if isinstance(container, dict):
+                    container["env"] = resolver.container_env(container)
+                    container.pop("envFrom", None)
+    events: list[EnvEvent] = []
+    for event in resolver.events:
+        if event not in events:
+            events.append(event)
+    return resolved, events
+
+
+def expand_command(
+    container: dict[str, Any], env: list[dict[str, str]]
+) -> tuple[list[str], list[str]]:
+    """The container's command and args with `$(VAR)` expanded from its resolved env."""
+    values = {entry["name"]: entry["value"] for entry in env}
+    command = [expand(str(part), values.get) for part in _list(container.get("command"))]
+    args = [expand(str(part), values.get) for part in _list(container.get("args"))]
+    return command, args
+
+
+class _CachedSources:
+    """Memoises lookups so that one resolution sees one consistent view of each object."""
+
+    def __init__(self, sources: EnvSources) -> None:
+        self._sources = sources
+        self._config_maps: dict[tuple[str, str], _Json | None] = {}
+        self._secrets: dict[tuple[str, str], _Json | None] = {}
+        self._services: dict[str, list[_Json]] = {}
+
+    def config_map(self, namespace: str, name: str) -> _Json | None:
+        key = (namespace, name)
+        if key not in self._config_maps:
+            self._config_maps[key] = self._sources.config_map(namespace, name)
+        return self._config_maps[key]
+
+    def secret(self, namespace: str, name: str) -> _Json | None:
+        key = (namespace, name)
+        if key not in self._secrets:
+            self._secrets[key] = self._sources.secret(namespace, name)
+        return self._secrets[key]
+
+    def services(self, namespace: str) -> list[_Json]:
+        if namespace not in self._services:
+            self._services[namespace] = list(self._sources.services(namespace))
+        return self._services[namespace]
+
+
+class _Resolver:
+    """Resolution state shared by the containers of one pod."""
+
+    def __init__(
+        self,
+        pod: _Json,
+        sources: _CachedSources,
+        network: PodNetwork,
+        node_allocatable: Mapping[str, str],
+    ) -> None:
+        self.pod = pod
+        self.sources = sources
+        self.network = network
+        self.node_allocatable = node_allocatable
+        self.namespace = str(_map(pod.get("metadata")).get("namespace") or "default")
+        self.events: list[EnvEvent] = []
+        self._service_env: dict[str, str] | None = None
+
+    def container_env(self, container: _Json) -> list[dict[str, str]]:
+        # One dict keeps both the first position of each name and its latest value, and it is
+        # also the expansion scope: service links, envFrom and the env entries seen so far.
+        env = dict(self.service_env())
+        cname = str(container.get("name") or "")
+        for source in _list(container.get("envFrom")):
+            if isinstance(source, dict):
+                env.update(self._env_from(source, cname))
+        for entry in _list(container.get("env")):
+            if not isinstance(entry, dict) or not entry.get("name"):
+                continue
+            name = str(entry["name"])
+            value = self._env_value(entry, name, container, env)
+            if value is not None:
+                env[name] = value
+        return [{"name": name, "value": value} for name, value in env.items()]
+
+    def service_env(self) -> dict[str, str]:
+        if self._service_env is None:
+            self._service_env = self._make_service_env()
+        return self._service_env
+
+    def _make_service_env(self) -> dict[str, str]:
+        links = _map(self.pod.get("spec")).get("enableServiceLinks") is not False
+        chosen: dict[str, _Json] = {}
+        # The API server's own Service is always visible, as in-cluster clients depend on
+        # KUBERNETES_SERVICE_HOST; a same-namespace Service of that name shadows it.
+        for service in self.sources.services("default"):
+            if _service_name(service) == "kubernetes" and _has_cluster_ip(service):
+                chosen.setdefault("kubernetes", service)
+        if links:
+            for service in self.sources.services(self.namespace):
+                if _has_cluster_ip(service):
+                    chosen[_service_name(service)] = service
+        variables: dict[str, str] = {}
+        for service in chosen.values():
+            variables.update(_service_link_vars(service))
+        return dict(sorted(variables.items()))
+
+    def _warn(self, reason: str, message: str) -> None:
+        self.events.append(EnvEvent("Warning", reason, message))
+
+    def _env_from(self, source: _Json, cname: str) -> dict[str, str]:
+        prefix = str(source.get("prefix") or "")
+        if isinstance(source.get("configMapRef"), dict):
+            ref, kind = source["configMapRef"], "ConfigMap"
+        elif isinstance(source.get("secretRef"), dict):
+            ref, kind = source["secretRef"], "Secret"
+        else:
+            return {}
+        name = str(ref.get("name") or "")
+        obj = f"{kind} {self.namespace}/{name}"
+        origin = f'envFrom of container "{cname}"'
+        data = self._data(kind, name)
+        if data is None:
+            if ref.get("optional") is True:
+                self._warn(f"Optional{kind}NotFound", f"Skipped optional {origin}: {obj} not found")
+                return {}
+            raise EnvError(f"Mandatory{kind}NotFound", f"{obj} not found (referenced by {origin})")
+        values: dict[str, str] = {}
+        invalid: list[str] = []
+        for key in sorted(data):
+            var = prefix + key
+            if _is_env_var_name(var):
+                values[var] = data[key]
+            else:
+                invalid.append(var)
+        if invalid:
+            label = "configMap" if kind == "ConfigMap" else "secret"
+            self._warn(
+                "InvalidEnvironmentVariableNames",
+                f"Keys [{', '.join(invalid)}] from the EnvFrom {label} {self.namespace}/{name}"
+                " were skipped since they are considered invalid environment variable names.",
+            )
+        return values
+
+    def _data(self, kind: str, name: str, key: str | None = None) -> dict[str, str] | None:
+        """The string values of a ConfigMap or Secret, or None when it does not exist.
+
+        Only `key` is read when given.
+        """
+        if kind == "ConfigMap":
+            config_map = self.sources.config_map(self.namespace, name)
+            if config_map is None:
+                return None
+            # Like the kubelet, binaryData never reaches the environment.
+            data = _map(config_map.get("data"))
+            return {str(k): str(v) for k, v in data.items() if key is None or k == key}
+        secret = self.sources.secret(self.namespace, name)
+        if secret is None:
+            return None
+        # Decoding only what is used keeps one malformed key from breaking unrelated references.
+        return {
+            str(k): _decode_secret_value(v, str(k), f"{self.namespace}/{name}")
+            for k, v in _map(secret.get("data")).items()
+            if key is None or k == key
+        }
+
+    def _env_value(
+        self, entry: _Json, name: str, container: _Json, scope: dict[str, str]
+    ) -> str | None:
+        """The value of one `env` entry, or None when an optional reference skips it."""
+        value = entry.get("value")
+        # As in the kubelet, a non-empty literal value wins over valueFrom.
+        if value:
+            return expand(str(value), scope.get)
+        source = _map(entry.get("valueFrom"))
+        if not source:
+            return ""
+        cname = str(container.get("name") or "")
+        where = f'env var "{name}" of container "{cname}"'
+        if isinstance(source.get("configMapKeyRef"), dict):
+            return self._key_ref("ConfigMap", source["configMapKeyRef"], where)
+        if isinstance(source.get("secretKeyRef"), dict):
+            return self._key_ref("Secret", source["secretKeyRef"], where)
+        if isinstance(source.get("fieldRef"), dict):
+            return self._field_ref(source["fieldRef"], where)
+        if isinstance(source.get("resourceFieldRef"), dict):
+            return self._resource_field_ref(source["resourceFieldRef"], container, where)
+        kinds = ", ".join(sorted(source))
+        # fileKeyRef needs the volume's files, which only exist on the provider's side.
+        raise EnvError("UnsupportedValueFrom", f"{where}: valueFrom {kinds} is not supported")
+
+    def _key_ref(self, kind: str, ref: _Json, where: str) -> str | None:
+        name = str(ref.get("name") or "")
+        key = str(ref.get("key") or "")
+        optional = ref.get("optional") is True
+        data = self._data(kind, name, key)
+        if data is None:
+            if optional:
+                self._warn(
+                    f"Optional{kind}NotFound",
+                    f"Skipped optional {where}: {kind} {self.namespace}/{name} not found",
+                )
+                return None
+            raise EnvError(
+                f"Mandatory{kind}NotFound",
+                f"{kind} {self.namespace}/{name} not found (referenced by {where})",
+            )
+        if key not in data:
+            if optional:
+                self._warn(
+                    f"Optional{kind}KeyNotFound",
+                    f'Skipped optional {where}: key "{key}" not found in {kind} '
+                    f"{self.namespace}/{name}",
+                )
+                return None
+            raise EnvError(
+                f"Mandatory{kind}KeyNotFound",
+                f'Key "{key}" not found in {kind} {self.namespace}/{name} (referenced by {where})',
+            )
+        return data[key]
+
+    def _field_ref(self, ref: _Json, where: str) -> str:
+        path = str(ref.get("fieldPath") or "")
+        api_version = str(ref.get("apiVersion") or "v1")
+        metadata = _map(self.pod.get("metadata"))
+        spec = _map(self.pod.get("spec"))
+        if api_version == "v1":
+            subscripted = _split_subscript(path)
+            if subscripted is not None:
+                field, key = subscripted
+                if field in ("metadata.labels", "metadata.annotations"):
+                    return str(_map(metadata.get(field.partition(".")[2])).get(key, ""))
+            elif path in ("metadata.labels", "metadata.annotations"):
+                return _format_map(_map(metadata.get(path.partition(".")[2])))
+            elif path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+                return str(metadata.get(path.partition(".")[2]) or "")
+            elif path in ("spec.nodeName", "spec.host"):
+                return str(spec.get("nodeName") or "")
+            elif path == "spec.serviceAccountName":
+                return str(spec.get("serviceAccountName") or "")
+            elif path == "status.hostIP":
+                return self.network.host_ips[0] if self.network.host_ips else ""
+            elif path == "status.hostIPs":
+                return ",".join(self.network.host_ips)
+            elif path == "status.podIP":
+                return self.network.pod_ips[0] if self.network.pod_ips else ""
+            elif path == "status.podIPs":
+                return ",".join(self.network.pod_ips)
+        raise EnvError(
+            "UnsupportedFieldPath",
+            f"{where}: fieldRef {api_version} {path!r} is not supported for environment variables",
+        )
+
+    def _resource_field_ref(self, ref: _Json, container: _Json, where: str) -> str:
+        resource = str(ref.get("resource") or "")
+        target_name = str(ref.get("containerName") or "")
+        target = container if not target_name else self._find_container(target_name)
+        if target is None:
+            raise EnvError(
+                "InvalidResourceFieldRef", f"{where}: container {target_name!r} not found in pod"
+            )
+        kind, _, name = resource.partition(".")
+        if kind not in ("limits", "requests") or not (
+            name in _PLAIN_RESOURCES or name.startswith("hugepages-")
+        ):
+            raise EnvError(
+                "InvalidResourceFieldRef", f"{where}: resource {resource!r} is not supported"
+            )
+        try:
+            value = self._container_resource(target, kind, name)
+            divisor = parse_quantity(ref.get("divisor") or "1")
+        except QuantityError as error:
+            raise EnvError("InvalidResourceFieldRef", f"{where}: {error}") from None
+        # An unset or zero divisor means 1; a non-positive value or divisor means 0.
+        if divisor == 0:
+            divisor = Decimal(1)
+        if value <= 0 or divisor < 0:
+            return "0"
+        return str(min(ceil_div(value, divisor), _MAX_INT64))
+
+    def _container_resource(self, container: _Json, kind: str, name: str) -> Decimal:
+        resources = _map(container.get("resources"))
+        limits = _map(resources.get("limits"))
+        if kind == "requests":
+            requests = _map(resources.get("requests"))
+            # The API server defaults a missing request to the container's own limit.
+            quantity = requests.get(name, limits.get(name))
+            return Decimal(0) if quantity is None else parse_quantity(quantity)
+        quantity = limits.get(name)
+        value = Decimal(0) if quantity is None else parse_quantity(quantity)
+        if value == 0 and name in _ALLOCATABLE_FALLBACK:
+            fallback = self._limit_fallback(name)
+            if fallback is not None:
+                return fallback
+        return value
+
+    def _limit_fallback(self, name: str) -> Decimal | None:
+        """What an unlimited container may use: the pod-level limit, else node allocatable."""
+        allocatable = self.node_allocatable.get(name)
+        if allocatable is None:
+            return None
+        if name in _POD_LEVEL_RESOURCES:
+            pod_limit = _map(_map(_map(self.pod.get("spec")).get("resources")).get("limits"))
+            if pod_limit.get(name) is not None:
+                value = parse_quantity(pod_limit[name])
+                if value != 0:
+                    return value
+        return parse_quantity(allocatable)
+
+    def _find_container(self, name: str) -> _Json | None:
+        spec = _map(self.pod.get("spec"))
+        for key in ("containers", "initContainers"):
+            for container in _list(spec.get(key)):
+                if isinstance(container, dict) and container.get("name") == name:
+                    return container
+        return None
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _is_env_var_name(name: str) -> bool:
+    # The kubelet's relaxed rule: any printable ASCII except "=", so names like "my.var" work.
+    return bool(name) and all(" " <= char <= "~" and char != "=" for char in name)
+
+
+def _decode_secret_value(value: Any, key: str, secret: str) -> str:
+    try:
+        raw = base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise EnvError(
+            "InvalidSecretData", f'Key "{key}" of Secret {secret} is not valid base64'
+        ) from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def _service_name(service: _Json) -> str:
+    return str(_map(service.get("metadata")).get("name") or "")
+
+
+def _has_cluster_ip(service: _Json) -> bool:
+    return _map(service.get("spec")).get("clusterIP") not in (None, "", "None")
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def _service_link_vars(service: _Json) -> dict[str, str]:
+    spec = _map(service.get("spec"))
+    ports = [port for port in _list(spec.get("ports")) if isinstance(port, dict)]
+    if not ports:
+        return {}
+    ip = str(spec["clusterIP"])
+    prefix = _env_name(_service_name(service))
+    variables = {
+        f"{prefix}_SERVICE_HOST": ip,
+        f"{prefix}_SERVICE_PORT": str(ports[0].get("port")),
+    }
+    for port in ports:
+        if port.get("name"):
+            variables[f"{prefix}_SERVICE_PORT_{_env_name(str(port['name']))}"] = str(port["port"])
+    # Docker-link style variables, which older images still read.
+    for index, port in enumerate(ports):
+        protocol = str(port.get("protocol") or "TCP")
+        number = str(port.get("port"))
+        url = f"{protocol.lower()}://{ip}:{number}"
+        if index == 0:
+            variables[f"{prefix}_PORT"] = url
+        base = f"{prefix}_PORT_{number}_{protocol.upper()}"
+        variables[base] = url
+        variables[f"{base}_PROTO"] = protocol.lower()
+        variables[f"{base}_PORT"] = number
+        variables[f"{base}_ADDR"] = ip
+    return variables
+
+
+def _split_subscript(path: str) -> tuple[str, str] | None:
+    """`metadata.labels['k']` -> ("metadata.labels", "k"); None if not subscripted."""
+    if not path.endswith("']"):
+        return None
+    field, sep, key = path[:-2].partition("['")
+    if not sep or not field:
+        return None
+    return field, key
+
+
+def _format_map(values: Mapping[str, Any]) -> str:
+    return "\n".join(f"{key}={_go_quote(str(values[key]))}" for key in sorted(values))
+
+
+def _go_quote(text: str) -> str:
+    """A double-quoted string as Go's strconv.Quote writes it, which the downward API uses."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
