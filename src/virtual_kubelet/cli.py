@@ -1,27 +1,307 @@
-"""The `virtual-kubelet` command line: entry point, version, and the dev-cluster tools.
+"""The `virtual-kubelet` command line: run the agent, list providers, print the version, dev tools.
 
-It parses and wires; the work happens in the packages it calls.
+Flags and environment variables follow the upstream Go virtual-kubelet so existing deployments keep
+working; it parses and wires, the work happens in `agent.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import platform
+import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
+from .agent import Agent, AgentSettings, StartupError
 from .devcluster.cli import devcluster
+from .logs import setup as setup_logging
+from .providers import registry
+from .providers.mock import ProviderConfigError
+
+log = logging.getLogger("virtual_kubelet")
+
+TAINT_EFFECTS = {
+    "noschedule": "NoSchedule",
+    "noexecute": "NoExecute",
+    "prefernoschedule": "PreferNoSchedule",
+}
+DEFAULT_TAINT_KEY = "virtual-kubelet.io/provider"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """A Kubernetes kubelet that runs pods through pluggable Python providers."""
+def _duration(value: str, flag: str) -> float:
+    """Seconds from "90", "90s", "5m", "1h", "1m30s"; "0" means off."""
+    text = value.strip().lower()
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    total, number = 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text[i : i + 2] == "ms" else ch
+        if unit not in units or not number:
+            raise click.BadParameter(
+                f"{value!r} is not a duration (e.g. 30s, 5m, 1h)", param_hint=flag
+            )
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        raise click.BadParameter(f"{value!r} is not a duration (e.g. 30s, 5m, 1h)", param_hint=flag)
+    return total
+
+
+def _taints(provider: str, key: str | None, disable: bool) -> tuple[dict[str, str], ...]:
+    if disable:
+        return ()
+    key = key or os.environ.get("VKUBELET_TAINT_KEY") or DEFAULT_TAINT_KEY
+    value = os.environ.get("VKUBELET_TAINT_VALUE") or provider
+    effect_text = os.environ.get("VKUBELET_TAINT_EFFECT") or "NoSchedule"
+    effect = TAINT_EFFECTS.get(effect_text.lower())
+    if effect is None:
+        raise click.BadParameter(
+            f"VKUBELET_TAINT_EFFECT={effect_text!r}; use NoSchedule, NoExecute or PreferNoSchedule"
+        )
+    return ({"key": key, "value": value, "effect": effect},)
+
+
+def _default_state_dir(node: str) -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/virtual-kubelet") / node
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "virtual-kubelet" / node
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Environment: KUBECONFIG, DEFAULT_NODE_NAME, KUBELET_PORT (kubelet API port to "
+    "advertise, default 10250), VKUBELET_POD_IP (the node's InternalIP; default: the address "
+    "used to reach the API server), VKUBELET_TAINT_KEY / VKUBELET_TAINT_VALUE / "
+    "VKUBELET_TAINT_EFFECT (NoSchedule, NoExecute or PreferNoSchedule).",
+)
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    help="kubeconfig file [default: $KUBECONFIG, "
+    "then ~/.kube/config, then the in-cluster service account]",
+)
+@click.option(
+    "--nodename",
+    envvar="DEFAULT_NODE_NAME",
+    default="virtual-kubelet",
+    show_default=True,
+    help="Name of the Node to register (env DEFAULT_NODE_NAME).",
+)
+@click.option(
+    "--os",
+    "operating_system",
+    default="Linux",
+    show_default=True,
+    help="Operating system the node reports: Linux or Windows.",
+)
+@click.option("--provider", help="Provider that runs the pods (see `virtual-kubelet providers`).")
+@click.option(
+    "--provider-config",
+    type=click.Path(path_type=Path),
+    help="Provider configuration file (JSON or YAML).",
+)
+@click.option(
+    "--taint",
+    "taint_key",
+    help="Key of the taint the node carries "
+    f"[default: $VKUBELET_TAINT_KEY or {DEFAULT_TAINT_KEY}].",
+)
+@click.option("--disable-taint", is_flag=True, help="Register the node without a taint.")
+@click.option(
+    "--namespace", hidden=False, help="Deprecated and ignored: nodes watch pods in all namespaces."
+)
+@click.option(
+    "--cluster-domain", default="cluster.local", show_default=True, help="Cluster DNS domain."
+)
+@click.option(
+    "--pod-sync-workers",
+    type=click.IntRange(1, 1000),
+    default=32,
+    show_default=True,
+    help="Pods handled concurrently.",
+)
+@click.option(
+    "--full-resync-period",
+    default="1m",
+    show_default=True,
+    help="How often every pod is re-checked against the provider (0 = never).",
+)
+@click.option(
+    "--startup-timeout",
+    default="0",
+    show_default=True,
+    help="Give up if the API server does not answer within this time (0 = wait forever).",
+)
+@click.option(
+    "--kube-api-qps",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="Client-side limit of API requests per second (0 = none).",
+)
+@click.option(
+    "--kube-api-burst",
+    type=click.IntRange(1),
+    default=2000,
+    show_default=True,
+    help="Burst above --kube-api-qps.",
+)
+@click.option(
+    "--provider-retry-limit",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Failed provider calls for a pod before giving up (a never-started pod becomes Failed).",
+)
+@click.option(
+    "--node-status-update-frequency",
+    default="1m",
+    show_default=True,
+    help="How often node status is re-posted (the Lease is renewed every 10s regardless).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where pod volumes and provider state live [default: /var/lib/virtual-kubelet/<node> "
+    "as root, else ~/.local/state/virtual-kubelet/<node>].",
+)
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1:10255",
+    show_default=True,
+    help="host:port for the agent's Prometheus /metrics (empty = off; port 0 = any).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def main(ctx: click.Context, /, **opts: object) -> None:
+    """A Kubernetes kubelet that runs pods through pluggable Python providers.
+
+    Without a command it runs the agent: it registers the node, keeps its Lease alive and runs every
+    pod bound to it through --provider until stopped (SIGTERM/SIGINT; pods keep running).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    sys.exit(_run_agent(**opts))  # type: ignore[arg-type]
+
+
+def _run_agent(
+    *,
+    kubeconfig: str | None,
+    nodename: str,
+    operating_system: str,
+    provider: str | None,
+    provider_config: Path | None,
+    taint_key: str | None,
+    disable_taint: bool,
+    namespace: str | None,
+    cluster_domain: str,
+    pod_sync_workers: int,
+    full_resync_period: str,
+    startup_timeout: str,
+    kube_api_qps: float,
+    kube_api_burst: int,
+    provider_retry_limit: int,
+    node_status_update_frequency: str,
+    state_dir: Path | None,
+    metrics_addr: str,
+    log_level: str,
+    log_format: str,
+) -> int:
+    setup_logging(log_level, log_format)
+    if not provider:
+        raise click.UsageError("--provider is required (see `virtual-kubelet providers`)")
+    os_name = operating_system.lower()
+    if os_name not in ("linux", "windows"):
+        raise click.BadParameter(f"{operating_system!r}; use Linux or Windows", param_hint="--os")
+    if namespace:
+        log.warning(
+            "--namespace is deprecated and ignored: the node watches pods in all namespaces"
+        )
+    port_text = os.environ.get("KUBELET_PORT", "10250")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise click.BadParameter(f"KUBELET_PORT={port_text!r} is not a TCP port")
+    if provider_config is not None and not provider_config.is_file():
+        raise click.BadParameter(
+            f"{provider_config} does not exist", param_hint="--provider-config"
+        )
+    settings = AgentSettings(
+        node_name=nodename,
+        provider=provider,
+        kubeconfig=kubeconfig,
+        provider_config=provider_config,
+        operating_system=os_name,
+        internal_ip=os.environ.get("VKUBELET_POD_IP") or None,
+        daemon_port=int(port_text),
+        taints=_taints(provider, taint_key, disable_taint),
+        state_dir=state_dir or _default_state_dir(nodename),
+        cluster_domain=cluster_domain,
+        pod_sync_workers=pod_sync_workers,
+        full_resync_period=_duration(full_resync_period, "--full-resync-period"),
+        startup_timeout=_duration(startup_timeout, "--startup-timeout"),
+        kube_api_qps=kube_api_qps,
+        kube_api_burst=kube_api_burst,
+        metrics_addr=metrics_addr,
+        retry_limit=provider_retry_limit,
+        node_status_interval=_duration(
+            node_status_update_frequency, "--node-status-update-frequency"
+        ),
+    )
+    try:
+        registry.load(provider)
+    except (registry.UnknownProvider, registry.ProviderLoadError) as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        asyncio.run(Agent(settings).run())
+    except (StartupError, ProviderConfigError, registry.ProviderLoadError) as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 @main.command()
 def version() -> None:
     """Print the version of virtual-kubelet and of Python."""
     click.echo(f"virtual-kubelet {__version__} (Python {platform.python_version()})")
+
+
+@main.command()
+@click.argument("name", required=False)
+def providers(name: str | None) -> None:
+    """List the providers that can be used (built-in and installed), or show one."""
+    names = registry.available()
+    if name is not None:
+        if name not in names:
+            raise click.ClickException(
+                f"provider {name!r} not found (available: {', '.join(sorted(names))})"
+            )
+        names = {name: names[name]}
+    for provider_name, target in sorted(names.items()):
+        click.echo(f"{provider_name:<12} {registry.describe(provider_name)}  [{target}]")
 
 
 main.add_command(devcluster)

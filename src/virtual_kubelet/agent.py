@@ -1,0 +1,264 @@
+"""The running agent: wires client, provider, node, lease, pods and metrics together and runs them.
+
+Start-up order matters and is the promise of this module: the API server must answer, the provider
+starts, the pod cache syncs and the provider's pods are reconciled (adopted or removed) *before* the
+Node is registered, so nothing is created twice and nothing deleted meanwhile is forgotten. On
+SIGTERM/SIGINT the agent stops taking work and exits, leaving pods running in the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .kube import config as kubeconfig
+from .kube.client import KubeClient
+from .kube.errors import ApiError
+from .kube.events import EventRecorder
+from .node.controller import NodeController, NodeSettings
+from .node.health import ProviderHealth
+from .node.lease import LeaseController
+from .pods.controller import PodController, PodSettings
+from .pods.resources import ResourceCache
+from .pods.volumes import PodVolumes
+from .providers import registry
+from .providers.base import ProviderContext
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The agent could not start; the message says why and what to do."""
+
+
+@dataclass
+class AgentSettings:
+    node_name: str
+    provider: str
+    kubeconfig: str | None = None
+    provider_config: Path | None = None
+    operating_system: str = "linux"
+    internal_ip: str | None = None
+    daemon_port: int = 10250
+    taints: tuple[dict[str, str], ...] = ()
+    state_dir: Path = Path("/var/lib/virtual-kubelet")
+    cluster_domain: str = "cluster.local"
+    pod_sync_workers: int = 32
+    full_resync_period: float = 60.0
+    startup_timeout: float = 0.0
+    kube_api_qps: float = 1000.0
+    kube_api_burst: int = 2000
+    metrics_addr: str = "127.0.0.1:10255"
+    retry_limit: int = 10
+    node_status_interval: float = 60.0
+    lease_duration: int = 40
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def _detect_ip(server: str) -> str:
+    """The local address the kernel would use to reach the API server."""
+    host = urlparse(server).hostname or "127.0.0.1"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, 443))  # UDP connect sends nothing; it only picks a route
+            address: str = s.getsockname()[0]
+            return address
+    except OSError:
+        return "127.0.0.1"
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.metrics_port: int | None = None
+
+    async def _wait_for_api(self, client: KubeClient) -> dict[str, Any]:
+        """GET /version until it answers; credentials rejected or the deadline passed are fatal."""
+        deadline = time.monotonic() + self.settings.startup_timeout
+        delay = 0.5
+        while True:
+            try:
+                version: dict[str, Any] = await client.get("/version")
+                return version
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise StartupError(
+                        f"the API server {client.config.server} rejected our credentials "
+                        f"({exc.status} {exc.reason}); check {client.config.source}"
+                    ) from None
+                if self.settings.startup_timeout and time.monotonic() + delay > deadline:
+                    raise StartupError(
+                        f"the API server {client.config.server} did not answer within "
+                        f"--startup-timeout={self.settings.startup_timeout:g}s: {exc}"
+                    ) from None
+                log.warning(
+                    "API server %s not reachable (%s); retrying in %.1f s",
+                    client.config.server,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def run(self) -> None:
+        s = self.settings
+        try:
+            config = kubeconfig.load(s.kubeconfig)
+        except kubeconfig.ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        internal_ip = s.internal_ip or _detect_ip(config.server)
+        context = ProviderContext(
+            node_name=s.node_name,
+            operating_system=s.operating_system,
+            internal_ip=internal_ip,
+            daemon_port=s.daemon_port,
+            config_path=s.provider_config,
+            cluster_domain=s.cluster_domain,
+            state_dir=s.state_dir,
+        )
+        user_agent = f"virtual-kubelet/{__version__} ({s.node_name})"
+        client = KubeClient(
+            config,
+            name="main",
+            qps=s.kube_api_qps,
+            burst=s.kube_api_burst,
+            max_connections=max(32, s.pod_sync_workers * 2),
+            user_agent=user_agent,
+        )
+        # The lease gets its own connections and no shared rate budget: pod load can't starve it.
+        lease_client = KubeClient(config, name="lease", max_connections=2, user_agent=user_agent)
+        try:
+            await self._run(client, lease_client, context)
+        finally:
+            await client.close()
+            await lease_client.close()
+
+    async def _run(
+        self, client: KubeClient, lease_client: KubeClient, context: ProviderContext
+    ) -> None:
+        s = self.settings
+        version = await self._wait_for_api(client)
+        log.info(
+            "API server %s (Kubernetes %s) via %s",
+            client.config.server,
+            version.get("gitVersion"),
+            client.config.source,
+        )
+        provider = registry.create(s.provider, context)
+        await provider.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        metrics = await self._start_metrics()
+        try:
+            context.state_dir.mkdir(parents=True, exist_ok=True)
+            events = EventRecorder(client, component="virtual-kubelet", host=s.node_name)
+            resources = ResourceCache(client)
+            health = ProviderHealth(provider.ping)
+            node_settings = NodeSettings(
+                name=s.node_name,
+                provider=s.provider,
+                operating_system=s.operating_system,
+                internal_ip=context.internal_ip,
+                daemon_port=s.daemon_port,
+                taints=s.taints,
+                labels=s.extra_labels,
+                status_interval=s.node_status_interval,
+            )
+            node = NodeController(client, provider, node_settings, health)
+            desired_node = await node.build()
+            allocatable = dict(desired_node["status"].get("allocatable", {}))
+            volumes = PodVolumes(context.pods_dir, resources, node_allocatable=allocatable)
+            pods = PodController(
+                client,
+                provider,
+                events,
+                PodSettings(
+                    node_name=s.node_name,
+                    host_ips=[context.internal_ip],
+                    node_allocatable=allocatable,
+                    sync_workers=s.pod_sync_workers,
+                    retry_limit=s.retry_limit,
+                ),
+                resources,
+                volumes,
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(events.run(), name="events")
+                reflector = await pods.start(timeout=s.startup_timeout or 1e9)
+                await node.register()
+                log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
+                lease = LeaseController(
+                    lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
+                )
+                tasks = [
+                    group.create_task(pods.run(), name="pods"),
+                    group.create_task(node.run(), name="node"),
+                    group.create_task(lease.run(), name="lease"),
+                    group.create_task(self._resync(pods), name="resync"),
+                    reflector,
+                ]
+                await stop.wait()
+                log.info("shutting down; pods keep running in the provider")
+                pods.shutdown()
+                for task in [*tasks, *group_tasks(group)]:
+                    task.cancel()
+        finally:
+            await provider.stop()
+            if metrics is not None:
+                await metrics.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _resync(self, pods: PodController) -> None:
+        if self.settings.full_resync_period <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.settings.full_resync_period)
+            for key in list(pods.pods.store):
+                pods.sync_queue.add(key)
+
+    async def _start_metrics(self) -> web.AppRunner | None:
+        if not self.settings.metrics_addr:
+            return None
+        host, _, port = self.settings.metrics_addr.rpartition(":")
+
+        async def handle(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"cannot serve metrics on --metrics-addr={self.settings.metrics_addr}: {exc.strerror}"
+            ) from None
+        self.metrics_port = int(runner.addresses[0][1])
+        log.info("metrics on http://%s:%s/metrics", host or "0.0.0.0", self.metrics_port)
+        return runner
+
+
+def group_tasks(group: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
+    """The tasks still running in `group` (TaskGroup keeps them privately)."""
+    tasks: set[asyncio.Task[Any]] = getattr(group, "_tasks", set())
+    return list(tasks)
