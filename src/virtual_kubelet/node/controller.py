@@ -102,11 +102,17 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
 def merge_taints(
     existing: list[dict[str, Any]], desired: list[dict[str, Any]], previously_managed: set[str]
 ) -> list[dict[str, Any]]:
-    """Taints after adoption: ours as desired, others' kept, ours that are no longer wanted gone."""
-    ours = {(t["key"], t["effect"]) for t in desired}
+    """Taints after adoption: ours as desired, others' kept in place, ours no longer wanted gone."""
+    ours = {(t["key"], t["effect"]): t for t in desired}
     drop = previously_managed | {t["key"] for t in desired}
-    kept = [t for t in existing if t["key"] not in drop and (t["key"], t["effect"]) not in ours]
-    return kept + desired
+    merged = []
+    for taint in existing:
+        mine = ours.pop((taint["key"], taint["effect"]), None)
+        if mine is not None:
+            merged.append(mine)
+        elif taint["key"] not in drop:
+            merged.append(taint)
+    return merged + list(ours.values())
 
 
 class NodeController:
