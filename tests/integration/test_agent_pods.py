@@ -132,7 +132,8 @@ def test_graceful_deletion_waits_for_the_provider_and_force_deletion_cleans_up(
     started = time.monotonic()
     devcluster.kubectl("delete", "pod", "slow", "-n", kube_namespace, "--wait=false")
     terminating = pod(devcluster, kube_namespace, "slow")
-    assert terminating is not None and terminating["metadata"].get("deletionTimestamp")
+    assert terminating is not None
+    assert terminating["metadata"].get("deletionTimestamp")
     wait_until(lambda: pod(devcluster, kube_namespace, "slow") is None, 45, "slow to be removed")
     elapsed = time.monotonic() - started
     # Removed once the provider reported it stopped (~3 s), not at the end of the 60 s grace.
