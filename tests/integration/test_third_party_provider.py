@@ -1,0 +1,60 @@
+"""A provider from another package is found through its entry point and runs pods (the tutorial)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from virtual_kubelet.devcluster import DevCluster, wait_until
+
+from .conftest import AgentFactory, create, pod, pod_manifest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-provider"
+
+
+def _installed_example(site: Path) -> Path:
+    """The tutorial provider as pip would install it: the module plus a dist-info declaring the
+    `virtual_kubelet.providers` entry point, on a directory put on PYTHONPATH."""
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLE / "hello_provider.py", site)
+    info = site / "hello_provider-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-provider\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[virtual_kubelet.providers]\nhello = hello_provider:HelloProvider\n"
+    )
+    return site
+
+
+def test_entry_point_provider_is_listed_and_runs_a_pod(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    site = _installed_example(tmp_path / "site")
+    env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "virtual_kubelet", "providers"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    ).stdout
+    assert "hello" in listing
+    assert "Tutorial provider" in listing
+
+    agent = start_agent(provider="hello", env=env)
+    node = devcluster.get_json("node", agent.node_name)
+    assert node["status"]["capacity"]["pods"] == "50"
+    create(devcluster, kube_namespace, pod_manifest("greeter", agent.node_name))
+    wait_until(
+        lambda: (
+            (pod(devcluster, kube_namespace, "greeter") or {}).get("status", {}).get("phase")
+            == "Running"
+        ),
+        60,
+        "the tutorial provider to run the pod",
+    )
+    devcluster.kubectl("delete", "pod", "greeter", "-n", kube_namespace, "--wait=false")
+    wait_until(lambda: pod(devcluster, kube_namespace, "greeter") is None, 60, "greeter deleted")
