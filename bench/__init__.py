@@ -1,0 +1,1 @@
+"""Benchmarks: virtual-kubelet against the raw-client ceiling on a real local control plane."""

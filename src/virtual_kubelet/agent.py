@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -53,17 +54,57 @@ class AgentSettings:
     daemon_port: int = 10250
     taints: tuple[dict[str, str], ...] = ()
     state_dir: Path = Path("/var/lib/virtual-kubelet")
+    volumes_dir: Path | None = None
     cluster_domain: str = "cluster.local"
     pod_sync_workers: int = 32
     full_resync_period: float = 60.0
     startup_timeout: float = 0.0
     kube_api_qps: float = 1000.0
     kube_api_burst: int = 2000
+    event_qps: float = 50.0
+    event_burst: int = 100
     metrics_addr: str = "127.0.0.1:10255"
     retry_limit: int = 10
     node_status_interval: float = 60.0
     lease_duration: int = 40
     extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def _memory_backed(path: Path) -> bool:
+    try:
+        with open("/proc/self/mounts") as mounts:
+            best = ""
+            kind = ""
+            for line in mounts:
+                fields = line.split()
+                point = fields[1]
+                if str(path).startswith(point.rstrip("/") + "/") and len(point) > len(best):
+                    best, kind = point, fields[2]
+        return kind == "tmpfs"
+    except OSError:
+        return False
+
+
+def default_volumes_dir(node: str, state_dir: Path) -> Path:
+    """A memory-backed place for pod volumes, like the kubelet's tmpfs mounts: secrets and tokens
+    never reach a disk, and writing them costs microseconds. Falls back to `state_dir/pods`."""
+    candidates = []
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "virtual-kubelet" / node)
+    candidates += [
+        Path("/run/virtual-kubelet") / node,
+        Path(f"/dev/shm/virtual-kubelet-{os.getuid()}") / node,
+    ]
+    for candidate in candidates:
+        if _memory_backed(candidate) and os.access(_existing_parent(candidate), os.W_OK):
+            return candidate
+    return state_dir / "pods"
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _detect_ip(server: str) -> str:
@@ -127,6 +168,7 @@ class Agent:
             config_path=s.provider_config,
             cluster_domain=s.cluster_domain,
             state_dir=s.state_dir,
+            volumes_dir=s.volumes_dir or default_volumes_dir(s.node_name, s.state_dir),
         )
         user_agent = f"virtual-kubelet/{__version__} ({s.node_name})"
         client = KubeClient(
@@ -165,7 +207,13 @@ class Agent:
         metrics = await self._start_metrics()
         try:
             context.state_dir.mkdir(parents=True, exist_ok=True)
-            events = EventRecorder(client, component="virtual-kubelet", host=s.node_name)
+            events = EventRecorder(
+                client,
+                component="virtual-kubelet",
+                host=s.node_name,
+                qps=s.event_qps,
+                burst=s.event_burst,
+            )
             resources = ResourceCache(client)
             health = ProviderHealth(provider.ping)
             node_settings = NodeSettings(

@@ -161,6 +161,20 @@ def _default_state_dir(node: str) -> Path:
     help="Burst above --kube-api-qps.",
 )
 @click.option(
+    "--event-qps",
+    type=float,
+    default=50.0,
+    show_default=True,
+    help="Events per second sent to the API server; more are dropped (0 = no limit).",
+)
+@click.option(
+    "--event-burst",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Burst above --event-qps.",
+)
+@click.option(
     "--provider-retry-limit",
     type=click.IntRange(1),
     default=10,
@@ -178,6 +192,13 @@ def _default_state_dir(node: str) -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where pod volumes and provider state live [default: /var/lib/virtual-kubelet/<node> "
     "as root, else ~/.local/state/virtual-kubelet/<node>].",
+)
+@click.option(
+    "--volumes-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where pod volumes (configMap, secret, projected tokens, ...) are written [default: a "
+    "memory-backed directory ($XDG_RUNTIME_DIR, /run or /dev/shm) so secrets never reach a disk; "
+    "else <state-dir>/pods].",
 )
 @click.option(
     "--metrics-addr",
@@ -222,9 +243,12 @@ def _run_agent(
     startup_timeout: str,
     kube_api_qps: float,
     kube_api_burst: int,
+    event_qps: float,
+    event_burst: int,
     provider_retry_limit: int,
     node_status_update_frequency: str,
     state_dir: Path | None,
+    volumes_dir: Path | None,
     metrics_addr: str,
     log_level: str,
     log_format: str,
@@ -256,12 +280,15 @@ def _run_agent(
         daemon_port=int(port_text),
         taints=_taints(provider, taint_key, disable_taint),
         state_dir=state_dir or _default_state_dir(nodename),
+        volumes_dir=volumes_dir,
         cluster_domain=cluster_domain,
         pod_sync_workers=pod_sync_workers,
         full_resync_period=_duration(full_resync_period, "--full-resync-period"),
         startup_timeout=_duration(startup_timeout, "--startup-timeout"),
         kube_api_qps=kube_api_qps,
         kube_api_burst=kube_api_burst,
+        event_qps=event_qps,
+        event_burst=event_burst,
         metrics_addr=metrics_addr,
         retry_limit=provider_retry_limit,
         node_status_interval=_duration(

@@ -47,5 +47,6 @@ PODS = Gauge(
     "virtual_kubelet_pods", "Pods bound to this node, by phase as last written.", ["phase"]
 )
 EVENTS_DROPPED = Counter(
-    "virtual_kubelet_events_dropped_total", "Kubernetes Events dropped because the sender lagged."
+    "virtual_kubelet_events_dropped_total",
+    "Kubernetes Events not sent: over --event-qps/--event-burst, or the API server lagged.",
 )

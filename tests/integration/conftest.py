@@ -42,6 +42,7 @@ def start_agent(devcluster: DevCluster, tmp_path: Path) -> Iterator[AgentFactory
     yield start
     for agent in started:
         agent.stop()
+        agent.cleanup()
     for node in {a.node_name for a in started}:
         devcluster.kubectl("delete", "node", node, "--wait=false", check=False)
 

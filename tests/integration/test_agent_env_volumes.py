@@ -204,7 +204,7 @@ def test_configmap_volume_follows_edits_and_service_account_token_is_projected(
     ]
     create(devcluster, kube_namespace, manifest)
     api_pod = _running(devcluster, kube_namespace, "mounted")
-    volumes = agent.state_dir / "pods" / api_pod["metadata"]["uid"] / "volumes"
+    volumes = agent.volumes_dir / api_pod["metadata"]["uid"] / "volumes"
     greeting = volumes / "config" / "greeting"
     assert greeting.read_text() == "hello"
     assert (volumes / "scratch").is_dir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..agent import default_volumes_dir
 from .cluster import DevCluster
 from .waiting import wait_until
 
@@ -36,6 +38,8 @@ class AgentProcess:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = self.workdir / "state"
+        #: Where the agent writes pod volumes (its default: memory-backed when possible).
+        self.volumes_dir = default_volumes_dir(node_name, self.state_dir)
         self.log_path = self.workdir / "agent.log"
         self.provider = provider
         self.config_path: Path | None = None
@@ -111,6 +115,10 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(10)
+
+    def cleanup(self) -> None:
+        """Remove the pod volumes the agent left behind (they may live outside `workdir`)."""
+        shutil.rmtree(self.volumes_dir, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""

@@ -8,6 +8,7 @@ and how to turn an error Status into an `ApiError`. It knows nothing about pods 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -113,6 +114,14 @@ class KubeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @functools.cache  # noqa: B019 - one entry per (verb, status): bounded, lives with the client
+    def _count(self, verb: str, status: int) -> Any:
+        return API_REQUESTS.labels(self.name, verb, str(status))
+
+    @functools.cache  # noqa: B019 - one entry per verb
+    def _latency(self, verb: str) -> Any:
+        return API_REQUEST_SECONDS.labels(self.name, verb)
+
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {}
         token = self._credentials.bearer_token()
@@ -156,8 +165,8 @@ class KubeClient:
                 raise ApiError(
                     0, "Unreachable", f"{method} {url}: {type(exc).__name__}: {exc}"
                 ) from exc
-            API_REQUESTS.labels(self.name, verb, str(status)).inc()
-            API_REQUEST_SECONDS.labels(self.name, verb).observe(time.monotonic() - started)
+            self._count(verb, status).inc()
+            self._latency(verb).observe(time.monotonic() - started)
             if status < 400:
                 return orjson.loads(raw) if raw else None
             error = _error(status, raw, method, url)
@@ -212,11 +221,11 @@ class KubeClient:
                 API_REQUESTS.labels(self.name, "watch", str(response.status)).inc()
                 if response.status >= 400:
                     raise _error(response.status, await response.read(), "WATCH", url)
-                buffer = b""
+                partial = b""
                 async for chunk in response.content.iter_any():
-                    buffer += chunk
-                    while (newline := buffer.find(b"\n")) >= 0:
-                        line, buffer = buffer[:newline], buffer[newline + 1 :]
+                    lines = (partial + chunk).split(b"\n")
+                    partial = lines.pop()  # an unfinished line, or b""
+                    for line in lines:
                         if line.strip():
                             yield orjson.loads(line)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

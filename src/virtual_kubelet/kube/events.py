@@ -2,8 +2,9 @@
 
 `emit` never blocks and never raises: pod work must not wait on event delivery. A repeat of the same
 event (same object, type, reason and message) within ten minutes increments the existing Event's
-count, as the kubelet's recorder does, instead of creating another object. When the API server lags
-far behind, new events are dropped and counted rather than queued without bound.
+count, as the kubelet's recorder does, instead of creating another object. Like the kubelet
+(--event-qps 50, --event-burst 100), events beyond a rate are dropped and counted rather than
+allowed to compete with pod status writes; so are events queued while the API server lags.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from ..metrics import EVENTS_DROPPED
 from .client import KubeClient, path
 from .errors import ApiError
+from .ratelimit import TokenBucket
 from .timefmt import rfc3339 as _now
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,14 @@ class EventRecorder:
         host: str,
         max_pending: int = 2000,
         senders: int = 4,
+        qps: float = 50.0,
+        burst: int = 100,
     ) -> None:
         self.client = client
         self.component = component
         self.host = host
         self.senders = senders
+        self._limit = TokenBucket(qps, burst)
         self._pending: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(
             max_pending
         )
@@ -68,6 +73,9 @@ class EventRecorder:
         )
         level = logging.WARNING if type_ == "Warning" else logging.INFO
         log.log(level, "event %s %s: %s", reason, where, message, extra={"object": where})
+        if not self._limit.try_acquire():
+            EVENTS_DROPPED.inc()
+            return
         try:
             self._pending.put_nowait((obj, type_, reason, message))
         except asyncio.QueueFull:

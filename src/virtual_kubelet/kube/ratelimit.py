@@ -23,6 +23,16 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
         self._stamp = now
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is available now; never waits."""
+        if self.qps <= 0:
+            return True
+        self._refill()
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
     async def acquire(self) -> None:
         if self.qps <= 0:
             return

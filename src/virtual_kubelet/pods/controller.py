@@ -202,6 +202,9 @@ class PodController:
                 if pod.get("status"):
                     self._provider_status[key] = (uid_of(pod), pod["status"])
                     self.status_queue.add(key)
+                # Rewrite its volumes (tokens are due for renewal after a restart) and
+                # re-register which ConfigMaps and Secrets it follows.
+                self.volume_queue.add(key)
             else:
                 dangling.append(pod)
         if running:

@@ -50,11 +50,14 @@ class ProviderContext:
     cluster_domain: str = "cluster.local"
     #: A directory the provider may keep state in across restarts.
     state_dir: Path = field(default_factory=lambda: Path("/var/lib/virtual-kubelet"))
+    #: Where the core writes pod volumes (memory-backed by default, so secrets stay off disk);
+    #: None means `state_dir / "pods"`.
+    volumes_dir: Path | None = None
 
     @property
     def pods_dir(self) -> Path:
         """Where the core materialises pod volumes: `pods_dir/<pod uid>/volumes/<volume name>/`."""
-        return self.state_dir / "pods"
+        return self.volumes_dir if self.volumes_dir is not None else self.state_dir / "pods"
 
     def volume_path(self, pod: Pod, volume: str) -> Path:
         """The directory holding the files of `volume` of `pod` (configMap, secret, projected,
