@@ -275,6 +275,7 @@ async def _run_agent(cluster: DevCluster, workdir: Path, count: int) -> Result:
         )
     finally:
         agent.stop()
+        agent.cleanup()
 
 
 async def _run_ceiling(cluster: DevCluster, count: int) -> Result:
