@@ -70,7 +70,7 @@ class AgentSettings:
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
-def _memory_backed(path: Path) -> bool:
+def memory_backed(path: Path) -> bool:
     try:
         with open("/proc/self/mounts") as mounts:
             best = ""
@@ -96,7 +96,7 @@ def default_volumes_dir(node: str, state_dir: Path) -> Path:
         Path(f"/dev/shm/virtual-kubelet-{os.getuid()}") / node,
     ]
     for candidate in candidates:
-        if _memory_backed(candidate) and os.access(_existing_parent(candidate), os.W_OK):
+        if memory_backed(candidate) and os.access(_existing_parent(candidate), os.W_OK):
             return candidate
     return state_dir / "pods"
 

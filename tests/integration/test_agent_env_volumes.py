@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
+from virtual_kubelet.agent import memory_backed
 from virtual_kubelet.devcluster import DevCluster, wait_until
 
 from .conftest import AgentFactory, create, events_for, pod, pod_manifest
@@ -205,6 +207,8 @@ def test_configmap_volume_follows_edits_and_service_account_token_is_projected(
     create(devcluster, kube_namespace, manifest)
     api_pod = _running(devcluster, kube_namespace, "mounted")
     volumes = agent.volumes_dir / api_pod["metadata"]["uid"] / "volumes"
+    if Path("/dev/shm").is_dir():  # secrets and tokens live in memory, never on a disk
+        assert memory_backed(agent.volumes_dir), agent.volumes_dir
     greeting = volumes / "config" / "greeting"
     assert greeting.read_text() == "hello"
     assert (volumes / "scratch").is_dir()
