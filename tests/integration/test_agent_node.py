@@ -154,3 +154,36 @@ def test_failing_provider_ping_stops_the_lease_and_marks_node_not_ready(
     assert _lease_renew_time(devcluster, name) == frozen
     marker.unlink()
     agent.wait_ready(60)
+
+
+def test_status_writes_keep_conditions_other_components_own(
+    devcluster: DevCluster, start_agent: AgentFactory
+) -> None:
+    agent = start_agent(args=["--node-status-update-frequency", "1s"])
+    name = agent.node_name
+    foreign = {
+        "type": "example.com/GPUHealthy",
+        "status": "True",
+        "reason": "DriverLoaded",
+        "message": "written by a node-problem-detector",
+    }
+    devcluster.kubectl(
+        "patch",
+        "node",
+        name,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps({"status": {"conditions": [foreign]}}),
+    )
+    before = (condition(devcluster.get_json("node", name), "Ready") or {})["lastHeartbeatTime"]
+
+    def rewritten() -> dict[str, object] | None:
+        node = devcluster.get_json("node", name)
+        ready = condition(node, "Ready") or {}
+        return node if ready.get("lastHeartbeatTime", before) > before else None
+
+    node = wait_until(rewritten, 30, "the agent to write the node status again")
+    kept = condition(node, "example.com/GPUHealthy")
+    assert kept is not None
+    assert kept["reason"] == "DriverLoaded"

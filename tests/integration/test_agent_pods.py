@@ -341,3 +341,30 @@ def test_status_ips_and_conditions_look_like_a_kubelets(
     assert container["ready"] is True
     assert "running" in container["state"]
     assert json.loads(json.dumps(status))  # plain JSON all the way down
+
+
+def test_polled_provider_reports_status_and_finishes_deletions(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = start_agent(provider_config={"push": False})
+    assert "polling every 5 s" in agent.log()
+    create(
+        devcluster,
+        kube_namespace,
+        pod_manifest(
+            "polled", agent.node_name, annotations={"mock.virtual-kubelet.io/stop-seconds": "2"}
+        ),
+    )
+    _wait_running(devcluster, kube_namespace, "polled")
+    devcluster.kubectl("delete", "pod", "polled", "-n", kube_namespace, "--wait=false")
+    wait_until(lambda: pod(devcluster, kube_namespace, "polled") is None, 60, "polled deleted")
+
+
+def _wait_running(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: (
+            (p := pod(cluster, namespace, name)) and p["status"].get("phase") == "Running" and p
+        ),
+        60,
+        f"{name} Running",
+    )

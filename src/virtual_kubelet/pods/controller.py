@@ -185,7 +185,15 @@ class PodController:
         async with asyncio.timeout(timeout):
             await self.pods.synced.wait()
         if self.push:
-            self.provider.notify_pods(self._on_provider_pod)
+            try:
+                self.provider.notify_pods(self._on_provider_pod)
+            except NotImplementedError:
+                self.push = False  # the provider decided at run time that it wants polling
+        if not self.push:
+            log.info(
+                "provider does not push pod status; polling every %.0f s",
+                self.settings.poll_interval,
+            )
         running = await self._call("list_pods", self.provider.list_pods())
         dangling = []
         for pod in running:

@@ -122,7 +122,8 @@ class Provider(abc.ABC):
 
     def notify_pods(self, callback: PodCallback) -> None:
         """Push mode: store `callback` and call it with the whole pod (metadata + status) whenever
-        a pod's status changes. It never blocks. Providers without it are polled."""
+        a pod's status changes. It never blocks. Providers without it (or raising
+        NotImplementedError from it) are polled through `get_pod_status`."""
         raise NotImplementedError
 
     async def assign_pod_ips(self, pod: Pod) -> list[str] | None:

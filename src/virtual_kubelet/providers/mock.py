@@ -66,6 +66,8 @@ class MockConfig(BaseModel):
     persist: bool = False
     #: While this file exists, ping() fails (the node's Lease stops being renewed).
     unhealthy_file: str | None = None
+    #: Push status changes (notify_pods); false makes the agent poll get_pod_status instead.
+    push: bool = True
 
     @field_validator("cpu", "memory", "pods", "ephemeral_storage")
     @classmethod
@@ -371,6 +373,8 @@ class MockProvider(Provider):
         return [_public(p) for p in self._pods.values()]
 
     def notify_pods(self, callback: PodCallback) -> None:
+        if not self.config.push:
+            raise NotImplementedError("push disabled in the mock's config: poll instead")
         self._notify = callback
 
     # --- node -------------------------------------------------------------------------------------
