@@ -13,30 +13,14 @@ import binascii
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Protocol
 
-from virtual_kubelet.kube.quantity import QuantityError, ceil_div, parse_quantity
+from .downward import DownwardError, metadata_field, resource_field
 
 _Json = dict[str, Any]
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 # The kubelet saturates resource values at the largest int64 rather than overflowing.
-_MAX_INT64 = 2**63 - 1
-# Only these fall back to node allocatable: hugepages are never overcommitted, so a container
-# using them always carries its own limit.
-_ALLOCATABLE_FALLBACK = ("cpu", "memory", "ephemeral-storage")
-_POD_LEVEL_RESOURCES = ("cpu", "memory")
-_PLAIN_RESOURCES = ("cpu", "memory", "ephemeral-storage")
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
 
 
 @dataclass(frozen=True)
@@ -371,29 +355,25 @@ class _Resolver:
     def _field_ref(self, ref: _Json, where: str) -> str:
         path = str(ref.get("fieldPath") or "")
         api_version = str(ref.get("apiVersion") or "v1")
-        metadata = _map(self.pod.get("metadata"))
         spec = _map(self.pod.get("spec"))
         if api_version == "v1":
-            subscripted = _split_subscript(path)
-            if subscripted is not None:
-                field, key = subscripted
-                if field in ("metadata.labels", "metadata.annotations"):
-                    return str(_map(metadata.get(field.partition(".")[2])).get(key, ""))
-            elif path in ("metadata.labels", "metadata.annotations"):
-                return _format_map(_map(metadata.get(path.partition(".")[2])))
-            elif path in ("metadata.name", "metadata.namespace", "metadata.uid"):
-                return str(metadata.get(path.partition(".")[2]) or "")
-            elif path in ("spec.nodeName", "spec.host"):
+            try:
+                value = metadata_field(self.pod, path)
+            except DownwardError:
+                value = None  # a subscript on another field: unsupported, as below
+            if value is not None:
+                return value
+            if path in ("spec.nodeName", "spec.host"):
                 return str(spec.get("nodeName") or "")
-            elif path == "spec.serviceAccountName":
+            if path == "spec.serviceAccountName":
                 return str(spec.get("serviceAccountName") or "")
-            elif path == "status.hostIP":
+            if path == "status.hostIP":
                 return self.network.host_ips[0] if self.network.host_ips else ""
-            elif path == "status.hostIPs":
+            if path == "status.hostIPs":
                 return ",".join(self.network.host_ips)
-            elif path == "status.podIP":
+            if path == "status.podIP":
                 return self.network.pod_ips[0] if self.network.pod_ips else ""
-            elif path == "status.podIPs":
+            if path == "status.podIPs":
                 return ",".join(self.network.pod_ips)
         raise EnvError(
             "UnsupportedFieldPath",
@@ -401,68 +381,10 @@ class _Resolver:
         )
 
     def _resource_field_ref(self, ref: _Json, container: _Json, where: str) -> str:
-        resource = str(ref.get("resource") or "")
-        target_name = str(ref.get("containerName") or "")
-        target = container if not target_name else self._find_container(target_name)
-        if target is None:
-            raise EnvError(
-                "InvalidResourceFieldRef", f"{where}: container {target_name!r} not found in pod"
-            )
-        kind, _, name = resource.partition(".")
-        if kind not in ("limits", "requests") or not (
-            name in _PLAIN_RESOURCES or name.startswith("hugepages-")
-        ):
-            raise EnvError(
-                "InvalidResourceFieldRef", f"{where}: resource {resource!r} is not supported"
-            )
         try:
-            value = self._container_resource(target, kind, name)
-            divisor = parse_quantity(ref.get("divisor") or "1")
-        except QuantityError as error:
+            return resource_field(self.pod, ref, self.node_allocatable, default_container=container)
+        except DownwardError as error:
             raise EnvError("InvalidResourceFieldRef", f"{where}: {error}") from None
-        # An unset or zero divisor means 1; a non-positive value or divisor means 0.
-        if divisor == 0:
-            divisor = Decimal(1)
-        if value <= 0 or divisor < 0:
-            return "0"
-        return str(min(ceil_div(value, divisor), _MAX_INT64))
-
-    def _container_resource(self, container: _Json, kind: str, name: str) -> Decimal:
-        resources = _map(container.get("resources"))
-        limits = _map(resources.get("limits"))
-        if kind == "requests":
-            requests = _map(resources.get("requests"))
-            # The API server defaults a missing request to the container's own limit.
-            quantity = requests.get(name, limits.get(name))
-            return Decimal(0) if quantity is None else parse_quantity(quantity)
-        quantity = limits.get(name)
-        value = Decimal(0) if quantity is None else parse_quantity(quantity)
-        if value == 0 and name in _ALLOCATABLE_FALLBACK:
-            fallback = self._limit_fallback(name)
-            if fallback is not None:
-                return fallback
-        return value
-
-    def _limit_fallback(self, name: str) -> Decimal | None:
-        """What an unlimited container may use: the pod-level limit, else node allocatable."""
-        allocatable = self.node_allocatable.get(name)
-        if allocatable is None:
-            return None
-        if name in _POD_LEVEL_RESOURCES:
-            pod_limit = _map(_map(_map(self.pod.get("spec")).get("resources")).get("limits"))
-            if pod_limit.get(name) is not None:
-                value = parse_quantity(pod_limit[name])
-                if value != 0:
-                    return value
-        return parse_quantity(allocatable)
-
-    def _find_container(self, name: str) -> _Json | None:
-        spec = _map(self.pod.get("spec"))
-        for key in ("containers", "initContainers"):
-            for container in _list(spec.get(key)):
-                if isinstance(container, dict) and container.get("name") == name:
-                    return container
-        return None
 
 
 def _map(value: Any) -> dict[str, Any]:
@@ -527,38 +449,3 @@ def _service_link_vars(service: _Json) -> dict[str, str]:
         variables[f"{base}_PORT"] = number
         variables[f"{base}_ADDR"] = ip
     return variables
-
-
-def _split_subscript(path: str) -> tuple[str, str] | None:
-    """`metadata.labels['k']` -> ("metadata.labels", "k"); None if not subscripted."""
-    if not path.endswith("']"):
-        return None
-    field, sep, key = path[:-2].partition("['")
-    if not sep or not field:
-        return None
-    return field, key
-
-
-def _format_map(values: Mapping[str, Any]) -> str:
-    return "\n".join(f"{key}={_go_quote(str(values[key]))}" for key in sorted(values))
-
-
-def _go_quote(text: str) -> str:
-    """A double-quoted string as Go's strconv.Quote writes it, which the downward API uses."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char.isprintable():
-            out.append(char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)

@@ -16,18 +16,16 @@ import binascii
 import datetime
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..kube.quantity import QuantityError, ceil_div, parse_quantity
+from .downward import DownwardError, metadata_field, resource_field
 
 __all__ = [
     "MaterialiseResult",
@@ -60,7 +58,6 @@ _DATA_DIR = "..data"
 _DATA_TMP = "..data_tmp"
 _MAX_PATH = 4096
 _MAX_NAME = 255
-_ALLOCATABLE_FALLBACK = frozenset({"cpu", "memory", "ephemeral-storage"})
 _UNSUPPORTED_PROJECTIONS = ("clusterTrustBundle", "podCertificate")
 
 
@@ -508,95 +505,23 @@ def _key_payload(
 # --- downward API ---------------------------------------------------------------------------------
 
 
-def _go_quote(text: str) -> str:
-    """Go's strconv.Quote, which the kubelet uses for label and annotation values."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
-
-
-def _format_map(values: Mapping[str, Any]) -> str:
-    return "\n".join(f"{key}={_go_quote(str(values[key]))}" for key in sorted(values))
-
-
-_SUBSCRIPT = re.compile(r"^(?P<path>[^\[]+)\['(?P<key>.*)'\]$", re.DOTALL)
-
-
 def _field_value(pod: Mapping[str, Any], field_path: str) -> str:
-    metadata = pod.get("metadata") or {}
-    maps = {
-        "metadata.labels": metadata.get("labels") or {},
-        "metadata.annotations": metadata.get("annotations") or {},
-    }
-    match = _SUBSCRIPT.match(field_path)
-    if match is not None:
-        if match["path"] not in maps:
-            raise VolumeError("FailedMount", f"fieldPath {field_path!r} does not support subscript")
-        return str(maps[match["path"]].get(match["key"], ""))
-    if field_path in maps:
-        return _format_map(maps[field_path])
-    simple = {"metadata.name": "name", "metadata.namespace": "namespace", "metadata.uid": "uid"}
-    if field_path in simple:
-        return str(metadata.get(simple[field_path]) or "")
-    raise VolumeError("FailedMount", f"unsupported fieldPath: {field_path}")
+    try:
+        value = metadata_field(pod, field_path)
+    except DownwardError as err:
+        raise VolumeError("FailedMount", str(err)) from None
+    if value is None:
+        raise VolumeError("FailedMount", f"unsupported fieldPath: {field_path}")
+    return value
 
 
 def _resource_value(
     pod: Mapping[str, Any], ref: Mapping[str, Any], allocatable: Mapping[str, str]
 ) -> str:
-    container_name = ref.get("containerName") or ""
-    resource = ref.get("resource") or ""
-    spec = pod.get("spec") or {}
-    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    container = next((c for c in containers if c.get("name") == container_name), None)
-    if container is None:
-        raise VolumeError("FailedMount", f'container "{container_name}" not found in the pod')
-    kind, _, name = resource.partition(".")
-    if kind not in ("limits", "requests") or not name:
-        raise VolumeError("FailedMount", f"unsupported container resource: {resource}")
-    resources = container.get("resources") or {}
-    limits = resources.get("limits") or {}
-    requests = resources.get("requests") or {}
-    quantity: Any
-    if kind == "limits":
-        quantity = limits.get(name)
-        if quantity is None and name in _ALLOCATABLE_FALLBACK:
-            quantity = allocatable.get(name)
-    else:
-        quantity = requests.get(name, limits.get(name))
     try:
-        value = parse_quantity(quantity) if quantity is not None else Decimal(0)
-        divisor = parse_quantity(ref.get("divisor") or "1")
-    except QuantityError as err:
-        raise VolumeError("FailedMount", f"resource {resource}: {err}") from None
-    if divisor <= 0:
-        raise VolumeError("FailedMount", f"resource {resource}: divisor must be positive")
-    return str(ceil_div(value, divisor))
+        return resource_field(pod, ref, allocatable)
+    except DownwardError as err:
+        raise VolumeError("FailedMount", str(err)) from None
 
 
 # --- paths and the atomic writer -------------------------------------------------------------------
