@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,24 +246,24 @@ class Agent:
                 volumes,
             )
             async with asyncio.TaskGroup() as group:
-                group.create_task(events.run(), name="events")
+                group.create_task(supervise("events", events.run), name="events")
                 reflector = await pods.start(timeout=s.startup_timeout or 1e9)
                 await node.register()
                 log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
                 lease = LeaseController(
                     lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
                 )
-                tasks = [
-                    group.create_task(pods.run(), name="pods"),
-                    group.create_task(node.run(), name="node"),
-                    group.create_task(lease.run(), name="lease"),
-                    group.create_task(self._resync(pods), name="resync"),
-                    reflector,
-                ]
+                for name, run in (
+                    ("pods", pods.run),
+                    ("node", node.run),
+                    ("lease", lease.run),
+                    ("resync", lambda: self._resync(pods)),
+                ):
+                    group.create_task(supervise(name, run), name=name)
                 await stop.wait()
                 log.info("shutting down; pods keep running in the provider")
                 pods.shutdown()
-                for task in [*tasks, *group_tasks(group)]:
+                for task in [reflector, *group_tasks(group)]:
                     task.cancel()
         finally:
             await provider.stop()
@@ -304,6 +305,27 @@ class Agent:
         self.metrics_port = int(runner.addresses[0][1])
         log.info("metrics on http://%s:%s/metrics", host or "0.0.0.0", self.metrics_port)
         return runner
+
+
+async def supervise(
+    name: str, run: Callable[[], Awaitable[None]], initial_delay: float = 1.0
+) -> None:
+    """Run a long-lived loop: if it fails, log why and start it again with backoff, so one broken
+    part never silently stops, or takes down, the rest."""
+    delay = initial_delay
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it in %.0f s", name, delay)
+        if time.monotonic() - started > 60:
+            delay = initial_delay  # it ran fine for a while: start the backoff over
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
 
 
 def group_tasks(group: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:

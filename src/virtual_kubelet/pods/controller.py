@@ -149,7 +149,7 @@ class PodController:
             or meta_old.get("labels") != meta_new.get("labels")
             or meta_old.get("annotations") != meta_new.get("annotations")
             or meta_old.get("uid") != meta_new.get("uid")
-        ) or old.get("status", {}).get("phase") != new.get("status", {}).get("phase"):
+        ):
             self.sync_queue.add(key_of(new))
 
     def _on_delete(self, pod: Pod) -> None:
@@ -336,8 +336,16 @@ class PodController:
             return
         try:
             desired = await self._prepare(pod, tracked)
-        except (EnvError, VolumeError) as exc:
-            await self._waiting_on_config(key, pod, tracked, exc.reason, exc.message)
+        except EnvError as exc:
+            await self._waiting_on_config(
+                key, pod, tracked, exc.reason, exc.message, "CreateContainerConfigError"
+            )
+            return
+        except VolumeError as exc:
+            # As with a kubelet: while mounts fail, the containers stay in ContainerCreating.
+            await self._waiting_on_config(
+                key, pod, tracked, exc.reason, exc.message, "ContainerCreating"
+            )
             return
         self._waiting_for_config.get(pod["metadata"]["namespace"], set()).discard(key)
         creating = not tracked.in_provider
@@ -378,14 +386,14 @@ class PodController:
             self.status_queue.add_after(key, 0.05)
 
     async def _waiting_on_config(
-        self, key: str, pod: Pod, tracked: _Tracked, reason: str, message: str
+        self, key: str, pod: Pod, tracked: _Tracked, reason: str, message: str, waiting: str
     ) -> None:
         """A mandatory ConfigMap/Secret is missing: stay Pending, say why, retry when it appears."""
         self.events.emit(pod, "Warning", reason, message)
         self._waiting_for_config.setdefault(pod["metadata"]["namespace"], set()).add(key)
         if not tracked.in_provider and tracked.waiting_reason != message:
             tracked.waiting_reason = message
-            await self._patch_status(pod, waiting_patch(pod, "CreateContainerConfigError", message))
+            await self._patch_status(pod, waiting_patch(pod, waiting, message))
         self.sync_queue.add_rate_limited(key)
 
     async def _provider_failed(
