@@ -1,88 +1,93 @@
-"""Command line of the benchmarks: run scenarios, print a table, write JSON."""
+"""`python -m bench run`: run scenarios, print tables, write JSON (and a PNG plot)."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
-import statistics
 import subprocess
 import tempfile
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from . import throughput
+from virtual_kubelet.devcluster import Versions
+
+from . import report, runner
+from .contenders import CONTENDERS, KWOK, UPSTREAM
 
 
 @click.group()
 def main() -> None:
-    """virtual-kubelet benchmarks on a real local control plane."""
+    """virtual-kubelet benchmarks on a real local control plane (see bench/README.md)."""
 
 
 @main.command()
-@click.option("--pods", default="100,1000", show_default=True, help="Comma-separated pod counts.")
-@click.option("--contenders", default="agent,ceiling", show_default=True)
+@click.option(
+    "--scenario",
+    default="all",
+    show_default=True,
+    help=f"Comma-separated, from: {', '.join(runner.SCENARIOS)}; or all.",
+)
+@click.option("--contenders", default=",".join(CONTENDERS), show_default=True)
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--quick", is_flag=True, help="Small sizes (a smoke run): 100 pods, short holds.")
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds one measurement may take; slower contenders are reported as incomplete.",
+)
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
-def run(pods: str, contenders: str, repeats: int, out: Path) -> None:
-    """Throughput: N pods to Running+Ready and deleted, per contender."""
-    counts = [int(p) for p in pods.split(",")]
+def run(
+    scenario: str, contenders: str, repeats: int, quick: bool, timeout: float, out: Path
+) -> None:
+    """Run the scenarios against each contender."""
+    scenarios = (
+        list(runner.SCENARIOS) if scenario == "all" else [s.strip() for s in scenario.split(",")]
+    )
+    unknown = set(scenarios) - set(runner.SCENARIOS)
+    if unknown:
+        raise click.BadParameter(f"unknown scenarios {sorted(unknown)}", param_hint="--scenario")
     chosen = [c.strip() for c in contenders.split(",")]
-    unknown = set(chosen) - {"agent", "ceiling"}
+    unknown = set(chosen) - set(CONTENDERS)
     if unknown:
         raise click.BadParameter(f"unknown contenders {sorted(unknown)}", param_hint="--contenders")
+    sizes = runner.QUICK if quick else runner.FULL
     with tempfile.TemporaryDirectory(prefix="vk-bench-") as tmp:
-        results = throughput.run(counts, chosen, Path(tmp), repeats)
+        runs = runner.run(scenarios, chosen, repeats, sizes, Path(tmp), timeout)
+    rows = report.summarise(runs)
+    click.echo(report.table(rows))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    rows = []
-    for count in counts:
-        for contender in chosen:
-            mine = [r for r in results if r.pods == count and r.contender == contender]
-            rate = statistics.median(r.pods_per_s for r in mine)
-            rows.append(
-                {
-                    "pods": count,
-                    "contender": contender,
-                    "to_running_s": statistics.median(r.create_to_running_s for r in mine),
-                    "pods_per_s": rate,
-                    "delete_s": statistics.median(r.delete_s for r in mine),
-                    "peak_rss_mb": mine[0].agent_peak_rss_mb,
-                    "cpu_s": statistics.median(r.agent_cpu_s for r in mine)
-                    if mine[0].agent_cpu_s is not None
-                    else None,
-                    "spread_pods_per_s": [
-                        min(r.pods_per_s for r in mine),
-                        max(r.pods_per_s for r in mine),
-                    ],
-                }
-            )
-    click.echo(
-        f"\n{'pods':>6} {'contender':<9} {'to Running':>10} {'pods/s':>8} {'delete':>8} {'RSS MB':>7} {'CPU s':>6}  vs ceiling"
-    )
-    for row in rows:
-        ceiling = next(
-            (r for r in rows if r["pods"] == row["pods"] and r["contender"] == "ceiling"), None
-        )
-        ratio = f"{row['pods_per_s'] / ceiling['pods_per_s']:.0%}" if ceiling else "-"
-        click.echo(
-            f"{row['pods']:>6} {row['contender']:<9} {row['to_running_s']:>9.2f}s {row['pods_per_s']:>8.1f} "
-            f"{row['delete_s']:>7.2f}s {row['peak_rss_mb'] or '-':>7} {row['cpu_s'] if row['cpu_s'] is not None else '-':>6}  {ratio}"
-        )
-    out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    versions = Versions.from_env()
     doc = {
         "date": stamp,
         "commit": commit,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "kubernetes": versions.kubernetes,
+            "etcd": versions.etcd,
+            "upstream": UPSTREAM.version,
+            "kwok": KWOK.version,
+        },
+        "sizes": runner.QUICK.__dict__ if quick else runner.FULL.__dict__,
         "rows": rows,
-        "runs": [asdict(r) for r in results],
+        "runs": runs,
     }
-    target = out / f"throughput-{stamp}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"bench-{stamp}.json"
     target.write_text(json.dumps(doc, indent=2) + "\n")
     click.echo(f"\nwritten {target}")
+    picture = report.plot(rows, out / f"bench-{stamp}.png")
+    if picture is not None:
+        click.echo(f"written {picture}")

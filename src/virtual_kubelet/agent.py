@@ -243,7 +243,7 @@ class Agent:
                     retry_limit=s.retry_limit,
                 ),
                 resources,
-                volumes,
+                volumes if provider.wants_volume_files() else None,
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(supervise("events", events.run), name="events")

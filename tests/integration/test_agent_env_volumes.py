@@ -12,7 +12,7 @@ from virtual_kubelet.devcluster import DevCluster, wait_until
 
 from .conftest import AgentFactory, create, events_for, pod, pod_manifest
 
-PERSIST = {"persist": True, "memory": "100Gi"}
+PERSIST = {"persist": True, "memory": "100Gi", "volumes": True}
 
 
 def _setup_sources(cluster: DevCluster, namespace: str) -> None:

@@ -36,7 +36,10 @@ def test_agent_with_only_the_documented_clusterrole(
         kubeconfig = tmp_path / "sa.kubeconfig"
         kubeconfig.write_text(json.dumps(config))
 
-        agent = start_agent(args=["--kubeconfig", str(kubeconfig)])  # the last --kubeconfig wins
+        # Volume files on: the kube-api-access volume needs a TokenRequest, which RBAC must allow.
+        agent = start_agent(
+            provider_config={"volumes": True}, args=["--kubeconfig", str(kubeconfig)]
+        )  # the last --kubeconfig wins
         assert f"via kubeconfig {kubeconfig}" in agent.log()
         manifest = pod_manifest("limited", agent.node_name)
         manifest["spec"]["containers"][0]["env"] = [

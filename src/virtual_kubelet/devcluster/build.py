@@ -322,3 +322,51 @@ def _build_etcd(
         log,
         on_line=_Ticker(what, total, progress),
     )
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A command built from a published Go module (e.g. a benchmark contender)."""
+
+    name: str
+    module: str
+    version: str
+    package: str
+    binary: str
+    ldflags: str = "-s -w"
+
+    @property
+    def home_name(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def ensure_tool(tool: GoTool, *, root: Path | None = None, progress: Progress = _silent) -> Path:
+    """The path of `tool`'s binary, building it into the cache once (a wrapper module, so
+    modules with replace directives or an unlistable proxy entry build too)."""
+    home = (root or cache_root()) / "tools" / tool.home_name
+
+    def build(workdir: Path, out: Path, log: Path) -> None:
+        what = f"{tool.name} {tool.version}"
+        progress(f"{what}: resolving modules")
+        _run_go(what, ["mod", "init", f"local.invalid/vk-tool-{tool.name}"], workdir, log)
+        _run_go(what, ["get", f"{tool.module}@{tool.version}"], workdir, log)
+        total = len(_run_go(what, ["list", "-deps", tool.package], workdir, log).split())
+        progress(f"{what}: compiling ({total} packages)")
+        _run_go(
+            what,
+            [
+                "build",
+                "-v",
+                "-trimpath",
+                "-ldflags",
+                tool.ldflags,
+                "-o",
+                str(out / tool.binary),
+                tool.package,
+            ],
+            workdir,
+            log,
+            on_line=_Ticker(what, total, progress),
+        )
+
+    return _ensure(home, [tool.binary], build, tool.name, progress) / tool.binary

@@ -154,6 +154,9 @@ class PodController:
 
     def _on_delete(self, pod: Pod) -> None:
         self.resources.release(pod["metadata"]["namespace"], key_of(pod))
+        tracked = self.tracked.get(key_of(pod))
+        if tracked is not None and tracked.last_pod is None and uid_of(pod) == tracked.uid:
+            tracked.last_pod = pod  # what the provider's delete_pod will be given
         self.sync_queue.add(key_of(pod))
 
     def _on_provider_pod(self, pod: Pod) -> None:
@@ -295,9 +298,14 @@ class PodController:
         self._provider_status.pop(key, None)
         self._forget_references(key)
         self.sync_queue.forget(key)
-        if tracked is not None and tracked.in_provider and tracked.last_pod is not None:
+        if tracked is not None and tracked.in_provider:
+            namespace, name = split_key(key)
+            # The last object seen (kept by _on_delete), or the provider's copy if adopted.
+            final = tracked.last_pod or {
+                "metadata": {"namespace": namespace, "name": name, "uid": tracked.uid}
+            }
             with contextlib.suppress(NotFound):
-                await self._call("delete_pod", self.provider.delete_pod(tracked.last_pod))
+                await self._call("delete_pod", self.provider.delete_pod(final))
         if tracked is not None and self.volumes is not None:
             self.volumes.remove(tracked.uid)
 
@@ -367,7 +375,6 @@ class PodController:
             return
         tracked.in_provider = True
         tracked.spec_hash = wanted
-        tracked.last_pod = desired
         had_failures = tracked.failures > 0 or tracked.waiting_reason is not None
         tracked.failures = 0
         tracked.waiting_reason = None
@@ -518,6 +525,14 @@ class PodController:
             return
         if pod.get("status", {}).get("phase") in TERMINAL:
             return  # a finished pod never starts again
+        if (
+            status.get("phase") in TERMINAL
+            and pod["metadata"].get("deletionTimestamp")
+            and not pod["metadata"].get("finalizers")
+        ):
+            # The object is about to be removed and nothing can read its last status (with a
+            # finalizer, e.g. a Job's, it stays and the final phase is written like a kubelet).
+            return
         patch = status_patch(pod, status, self.settings.host_ips)
         if patch is None:
             return

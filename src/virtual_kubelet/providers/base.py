@@ -126,6 +126,13 @@ class Provider(abc.ABC):
         NotImplementedError from it) are polled through `get_pod_status`."""
         raise NotImplementedError
 
+    def wants_volume_files(self) -> bool:
+        """Whether the core should write pod volumes (configMap, secret, downwardAPI, projected
+        with service-account tokens, emptyDir) under `context.volume_path` before `create_pod`.
+        Providers that pass secrets to their backend another way, or run nothing (the mock by
+        default), return False and save a TokenRequest and the file writes per pod."""
+        return True
+
     async def assign_pod_ips(self, pod: Pod) -> list[str] | None:
         """The IPs `pod` will have, if the provider can decide them before `create_pod`; this is
         what lets env variables from `status.podIP` / `status.podIPs` resolve. Default: unknown."""

@@ -68,6 +68,8 @@ class MockConfig(BaseModel):
     unhealthy_file: str | None = None
     #: Push status changes (notify_pods); false makes the agent poll get_pod_status instead.
     push: bool = True
+    #: Ask the agent to write pod volumes as files (the mock never reads them, so off by default).
+    volumes: bool = False
 
     @field_validator("cpu", "memory", "pods", "ephemeral_storage")
     @classmethod
@@ -371,6 +373,9 @@ class MockProvider(Provider):
 
     async def list_pods(self) -> list[Pod]:
         return [_public(p) for p in self._pods.values()]
+
+    def wants_volume_files(self) -> bool:
+        return self.config.volumes
 
     def notify_pods(self, callback: PodCallback) -> None:
         if not self.config.push:

@@ -1,0 +1,126 @@
+"""Runs scenarios x contenders on fresh dev clusters, interleaving contenders across repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtual_kubelet.devcluster import DevCluster, DevClusterConfig
+from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
+from virtual_kubelet.kube import config as kubeconfig
+from virtual_kubelet.kube.client import KubeClient
+
+from . import scenarios
+from .contenders import account_identities, make
+
+SCENARIOS = ("throughput", "latency", "scheduler", "steady", "churn")
+#: Controller-manager and scheduler client limits for the scheduler scenario (their defaults,
+#: QPS 20 / burst 30 and 50 / 100, would measure the controllers, not the kubelets).
+CONTROLLER_QPS = ["--kube-api-qps=1000", "--kube-api-burst=2000"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput: tuple[int, ...]
+    latency: tuple[tuple[float, float], ...]  # (pods/s, seconds)
+    scheduler: int
+    steady: tuple[int, float]  # (pods, seconds held)
+    churn: int
+
+
+FULL = Sizes((100, 1000, 5000), ((20, 30), (100, 30)), 1000, (5000, 600), 1000)
+QUICK = Sizes((100,), ((20, 5),), 50, (100, 15), 100)
+
+
+def _cluster_config(scenario: str) -> DevClusterConfig:
+    extra = {}
+    if scenario == "scheduler":
+        extra = {"kube-controller-manager": CONTROLLER_QPS, "kube-scheduler": CONTROLLER_QPS}
+    return config_for_tests(extra_args=extra)
+
+
+async def _one(
+    cluster: DevCluster,
+    workdir: Path,
+    scenario: str,
+    contender_name: str,
+    sizes: Sizes,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    node = f"bench-{contender_name}-{secrets.token_hex(2)}"
+    contender = make(contender_name, cluster, workdir / node, node)
+    await contender.start()
+    results: list[dict[str, Any]] = []
+    try:
+        # The load generator and observer is the cluster admin (its requests are not counted
+        # against any contender).
+        async with KubeClient(kubeconfig.load(str(cluster.kubeconfig)), name="bench") as client:
+            runs: list[tuple[dict[str, Any], Callable[[], Any]]] = []
+            if scenario == "throughput":
+                runs = [
+                    ({"pods": n}, lambda n=n: scenarios.throughput(client, contender, n, timeout))
+                    for n in sizes.throughput
+                ]
+            elif scenario == "latency":
+                runs = [
+                    (
+                        {"rate": r},
+                        lambda r=r, d=d: scenarios.latency(client, contender, r, d, timeout),
+                    )
+                    for r, d in sizes.latency
+                ]
+            elif scenario == "scheduler":
+                runs = [
+                    ({}, lambda: scenarios.scheduler(client, contender, sizes.scheduler, timeout))
+                ]
+            elif scenario == "steady":
+                count, hold = sizes.steady
+                runs = [({}, lambda: scenarios.steady(client, contender, count, hold, timeout))]
+            elif scenario == "churn":
+                runs = [({}, lambda: scenarios.churn(client, contender, sizes.churn, timeout))]
+            for _, run in runs:
+                started = time.monotonic()
+                result = await run()
+                result.update(
+                    scenario=scenario,
+                    contender=contender_name,
+                    wall_s=round(time.monotonic() - started, 1),
+                )
+                print(result, flush=True)
+                results.append(result)
+    finally:
+        await contender.stop()
+        cluster.kubectl("delete", "node", node, "--wait=false", check=False)
+    return results
+
+
+def run(
+    scenario_names: list[str],
+    contenders: list[str],
+    repeats: int,
+    sizes: Sizes,
+    workdir: Path,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for scenario in scenario_names:
+        config = _cluster_config(scenario)
+        with DevCluster(
+            workdir / scenario, config, progress=lambda m: print(f"devcluster: {m}")
+        ) as cluster:
+            account_identities(cluster)
+            for repeat in range(repeats):
+                for name in contenders:
+                    for result in asyncio.run(
+                        _one(cluster, workdir, scenario, name, sizes, timeout)
+                    ):
+                        result["repeat"] = repeat
+                        if scenario == "scheduler":
+                            result["controller_flags"] = " ".join(CONTROLLER_QPS)
+                        results.append(result)
+    return results

@@ -1,0 +1,44 @@
+"""The benchmark still runs (100 pods, our agent only): a smoke test so bench/ does not rot.
+Performance is measured by `python -m bench run`, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_quick_throughput_runs_and_writes_results(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--quick",
+            "--scenario",
+            "throughput",
+            "--contenders",
+            "agent",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "## throughput" in result.stdout
+    (written,) = tmp_path.glob("bench-*.json")
+    doc = json.loads(written.read_text())
+    (row,) = doc["rows"]
+    assert row["contender"] == "agent"
+    assert row["complete"] is True
+    assert row["pods"] == 100
+    assert row["pods_per_s"] > 0
+    assert row["api_requests"] > 0  # counted by the API server, per contender identity
+    assert doc["versions"]["kubernetes"].startswith("v1.")
