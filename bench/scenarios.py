@@ -116,6 +116,8 @@ async def latency(
     await watch.until(
         lambda: not watch.present or bool(contender.crashed()), time.monotonic() + timeout
     )
+    if watch.present:
+        await delete_all(client, namespace, force=True)
     watch.stop()
     return {
         "rate": rate,
@@ -166,7 +168,7 @@ async def scheduler(
         await asyncio.sleep(0.25)
     rollout_s = time.monotonic() - started
     await client.delete(f"{url}/rollout", params={"propagationPolicy": "Background"})
-    await delete_all(client, namespace)
+    await delete_all(client, namespace, force=True)
     return {
         "replicas": replicas,
         "available": available,
@@ -204,6 +206,8 @@ async def steady(
     await watch.until(
         lambda: not watch.present or bool(contender.crashed()), time.monotonic() + timeout
     )
+    if watch.present:
+        await delete_all(client, namespace, force=True)
     watch.stop()
     gap = heartbeat.max_gap()
     return {
