@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,6 +28,8 @@ from .kube import config as kubeconfig
 from .kube.client import KubeClient
 from .kube.errors import ApiError
 from .kube.events import EventRecorder
+from .kubelet_api.certs import ServingIdentity
+from .kubelet_api.service import KubeletApiSettings, KubeletService
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
 from .node.lease import LeaseController
@@ -69,6 +71,7 @@ class AgentSettings:
     node_status_interval: float = 60.0
     lease_duration: int = 40
     extra_labels: dict[str, str] = field(default_factory=dict)
+    kubelet_api: KubeletApiSettings | None = field(default_factory=KubeletApiSettings)
 
 
 def memory_backed(path: Path) -> bool:
@@ -253,12 +256,28 @@ class Agent:
                 lease = LeaseController(
                     lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
                 )
-                for name, run in (
+                loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                     ("pods", pods.run),
                     ("node", node.run),
                     ("lease", lease.run),
                     ("resync", lambda: self._resync(pods)),
-                ):
+                ]
+                if s.kubelet_api is not None:
+                    api_settings = s.kubelet_api
+                    if api_settings.client_ca is None and client.config.ca_data:
+                        # The API server's kubelet-client certificate is normally issued by the
+                        # cluster CA: trust it for client certificates unless told otherwise.
+                        api_settings = replace(api_settings, client_ca=client.config.ca_data)
+                    service = KubeletService(
+                        api_settings,
+                        client,
+                        provider,
+                        ServingIdentity(s.node_name, (context.internal_ip,)),
+                        lambda: list(pods.pods.store.values()),
+                        context.state_dir / "pki",
+                    )
+                    loops.append(("kubelet API", service.run))
+                for name, run in loops:
                     group.create_task(supervise(name, run), name=name)
                 await stop.wait()
                 log.info("shutting down; pods keep running in the provider")

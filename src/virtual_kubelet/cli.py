@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .agent import Agent, AgentSettings, StartupError
 from .devcluster.cli import devcluster
+from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
 from .providers import registry
 from .providers.mock import ProviderConfigError
@@ -201,6 +202,64 @@ def _default_state_dir(node: str) -> Path:
     "else <state-dir>/pods].",
 )
 @click.option(
+    "--kubelet-listen-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the kubelet API (logs, exec, port-forward, stats) listens on; its port is "
+    "KUBELET_PORT. Use --disable-kubelet-api to serve none.",
+)
+@click.option("--disable-kubelet-api", is_flag=True, help="Do not serve the kubelet API.")
+@click.option(
+    "--serving-cert",
+    type=click.Choice(["files", "csr", "self-signed"]),
+    help="Where the kubelet API's TLS certificate comes from [default: files if "
+    "--tls-cert-file is given, else a CertificateSigningRequest (signer "
+    "kubernetes.io/kubelet-serving) that someone must approve].",
+)
+@click.option(
+    "--tls-cert-file",
+    envvar="APISERVER_CERT_LOCATION",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serving certificate (env APISERVER_CERT_LOCATION).",
+)
+@click.option(
+    "--tls-private-key-file",
+    envvar="APISERVER_KEY_LOCATION",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its key (env APISERVER_KEY_LOCATION).",
+)
+@click.option(
+    "--client-ca-file",
+    envvar="APISERVER_CA_CERT_LOCATION",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA for client certificates on the kubelet API (env APISERVER_CA_CERT_LOCATION) "
+    "[default: the cluster CA from the kubeconfig].",
+)
+@click.option(
+    "--anonymous-auth",
+    is_flag=True,
+    help="Let unauthenticated requests through to authorization as system:anonymous.",
+)
+@click.option(
+    "--authorization-mode",
+    type=click.Choice(["Webhook", "AlwaysAllow"]),
+    default="Webhook",
+    show_default=True,
+    help="Webhook: SubjectAccessReview on nodes/<subresource>. AlwaysAllow: development only.",
+)
+@click.option(
+    "--stream-idle-timeout",
+    default="4h",
+    show_default=True,
+    help="Close an exec/attach/port-forward connection idle this long.",
+)
+@click.option(
+    "--stream-creation-timeout",
+    default="30s",
+    show_default=True,
+    help="How long a client may take to open its streams.",
+)
+@click.option(
     "--metrics-addr",
     default="127.0.0.1:10255",
     show_default=True,
@@ -249,6 +308,16 @@ def _run_agent(
     node_status_update_frequency: str,
     state_dir: Path | None,
     volumes_dir: Path | None,
+    kubelet_listen_address: str,
+    disable_kubelet_api: bool,
+    serving_cert: str | None,
+    tls_cert_file: Path | None,
+    tls_private_key_file: Path | None,
+    client_ca_file: Path | None,
+    anonymous_auth: bool,
+    authorization_mode: str,
+    stream_idle_timeout: str,
+    stream_creation_timeout: str,
     metrics_addr: str,
     log_level: str,
     log_format: str,
@@ -270,6 +339,28 @@ def _run_agent(
         raise click.BadParameter(
             f"{provider_config} does not exist", param_hint="--provider-config"
         )
+    api_settings = None
+    if not disable_kubelet_api:
+        source = serving_cert or ("files" if tls_cert_file else "csr")
+        if source == "files" and not (tls_cert_file and tls_private_key_file):
+            raise click.UsageError(
+                "--serving-cert=files needs --tls-cert-file and --tls-private-key-file"
+            )
+        for given in (tls_cert_file, tls_private_key_file, client_ca_file):
+            if given is not None and not given.is_file():
+                raise click.BadParameter(f"{given} does not exist")
+        api_settings = KubeletApiSettings(
+            listen_address=kubelet_listen_address,
+            port=int(port_text),
+            serving_cert=source,
+            cert_file=tls_cert_file,
+            key_file=tls_private_key_file,
+            client_ca=client_ca_file.read_bytes() if client_ca_file else None,
+            anonymous_auth=anonymous_auth,
+            authorization_mode=authorization_mode,
+            stream_creation_timeout=_duration(stream_creation_timeout, "--stream-creation-timeout"),
+            stream_idle_timeout=_duration(stream_idle_timeout, "--stream-idle-timeout"),
+        )
     settings = AgentSettings(
         node_name=nodename,
         provider=provider,
@@ -281,6 +372,7 @@ def _run_agent(
         taints=_taints(provider, taint_key, disable_taint),
         state_dir=state_dir or _default_state_dir(nodename),
         volumes_dir=volumes_dir,
+        kubelet_api=api_settings,
         cluster_domain=cluster_domain,
         pod_sync_workers=pod_sync_workers,
         full_resync_period=_duration(full_resync_period, "--full-resync-period"),

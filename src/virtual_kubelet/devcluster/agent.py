@@ -18,6 +18,7 @@ from typing import Any
 
 from ..agent import default_volumes_dir
 from .cluster import DevCluster
+from .ports import free_port
 from .waiting import wait_until
 
 
@@ -49,6 +50,9 @@ class AgentProcess:
         self.args = list(args)
         self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
+        #: The kubelet API port (KUBELET_PORT), free at construction time.
+        self.kubelet_port = int(self.env.get("KUBELET_PORT") or free_port(cluster.node_ip))
+        self.env["KUBELET_PORT"] = str(self.kubelet_port)
 
     def command(self) -> list[str]:
         argv = [
@@ -101,6 +105,30 @@ class AgentProcess:
             return node if conditions.get("Ready") == "True" else None
 
         return wait_until(ready, timeout, f"node {self.node_name} to be Ready")
+
+    def approve_serving_certificate(self, timeout: float = 60.0) -> str:
+        """Approve this node's kubelet-serving CSR, as a cluster's approver would, and wait until
+        the kubelet API is serving. Returns the CSR's name."""
+
+        def pending() -> str | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"agent exited:\n{self.log()[-3000:]}")
+            listing = json.loads(
+                self.cluster.kubectl(
+                    "get", "csr", "-l", f"virtual-kubelet.io/node={self.node_name}", "-o", "json"
+                ).stdout
+            )
+            for csr in listing["items"]:
+                if not csr.get("status", {}).get("conditions"):
+                    return str(csr["metadata"]["name"])
+            return None
+
+        name = wait_until(pending, timeout, f"a serving CSR from {self.node_name}")
+        self.cluster.kubectl("certificate", "approve", name)
+        wait_until(
+            lambda: "kubelet API serving on" in self.log(), timeout, "the kubelet API to start"
+        )
+        return name
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

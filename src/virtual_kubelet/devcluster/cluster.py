@@ -407,6 +407,8 @@ class DevCluster:
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
+                # Kubelet serving certificates are checked (the CSR path issues them from our CA).
+                f"--kubelet-certificate-authority={self.ca.cert}",
                 f"--kubelet-client-certificate={self.kubelet_client.cert}",
                 f"--kubelet-client-key={self.kubelet_client.key}",
                 "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",

@@ -8,15 +8,20 @@ methods, and optionally the push and node hooks; see docs/providers.md for a tut
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, NotFound
+from ..kubelet_api.logs import LogOptions
+from ..streams import ContainerIO, DuplexStream
 
 __all__ = [
+    "ContainerIO",
+    "DuplexStream",
     "InvalidInput",
+    "LogOptions",
     "Node",
     "NotFound",
     "Pod",
@@ -150,6 +155,41 @@ class Provider(abc.ABC):
 
     def notify_node_status(self, callback: NodeCallback) -> None:
         """Push mode for node status: call `callback(node)` when capacity or conditions change."""
+        raise NotImplementedError
+
+    # --- the kubelet API (optional: without them the route answers 501 Not Implemented) ----------
+
+    def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        """The container's log as chunks of bytes (an async generator), honouring `options`
+        (follow, tail_lines, since, timestamps, previous; the core applies limit_bytes).
+        `virtual_kubelet.kubelet_api.logs.select_history` helps providers that keep lines.
+        Raise NotFound for an unknown pod or container."""
+        raise NotImplementedError
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        """`kubectl exec`: run `command` in the container with `io`; return the exit code (0-255).
+        Raise NotFound for an unknown pod or container, InvalidInput for a bad command."""
+        raise NotImplementedError
+
+    async def attach_to_container(
+        self, namespace: str, pod: str, container: str, io: ContainerIO
+    ) -> int | None:
+        """`kubectl attach`: connect `io` to the container's main process until either side ends;
+        return its exit code if it ended."""
+        raise NotImplementedError
+
+    async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
+        """`kubectl port-forward`: carry bytes between `stream` and the pod's `port` until either
+        side closes. Raise to refuse (the client sees the message)."""
+        raise NotImplementedError
+
+    async def get_stats_summary(self) -> dict[str, Any]:
+        """Node and pod statistics in the kubelet's stats/v1alpha1 `Summary` shape (`/stats/summary`;
+        `/metrics/resource` and `kubectl top` are derived from it)."""
         raise NotImplementedError
 
 

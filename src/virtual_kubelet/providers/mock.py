@@ -15,7 +15,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,10 @@ from ..errors import InvalidInput, NotFound
 from ..kube.objects import deep_copy, key_of, uid_of
 from ..kube.quantity import QuantityError, parse_quantity
 from ..kube.timefmt import rfc3339
+from ..kubelet_api.logs import LogOptions
+from ..streams import ContainerIO, DuplexStream
 from .base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
+from .mock_runtime import MockRuntime
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,7 @@ class MockProvider(Provider):
         self._journal_path = context.state_dir / f"mock-{context.node_name}.jsonl"
         self.creations_path = context.state_dir / f"mock-{context.node_name}-creations.log"
         self._journal: Any = None
+        self.runtime = MockRuntime()
 
     # --- provider lifecycle ---------------------------------------------------------------------
 
@@ -192,6 +196,8 @@ class MockProvider(Provider):
             self._assigned[uid_of(pod)] = pod.get("status", {}).get("podIP", "")
             if pod.get("status", {}).get("phase") == "Pending":
                 loop.call_soon(self._start_containers, key, uid_of(pod))
+            elif pod.get("status", {}).get("phase") == "Running":
+                self.runtime.start_pod(pod)  # a fresh console: the old one was in memory
 
     async def stop(self) -> None:
         for handles in self._timers.values():
@@ -266,6 +272,7 @@ class MockProvider(Provider):
         status["phase"] = "Running"
         status["conditions"] = _conditions(initialized=True, ready=True)
         status["containerStatuses"] = [_running(c, now) for c in pod["spec"]["containers"]]
+        self.runtime.start_pod(pod)
         if pod["spec"].get("initContainers"):
             status["initContainerStatuses"] = [
                 _terminated(c, 0, now, now) for c in pod["spec"]["initContainers"]
@@ -290,6 +297,7 @@ class MockProvider(Provider):
             return
         if pod["spec"].get("restartPolicy", "Always") == "Always":
             return  # a real kubelet would restart it; the mock keeps it running
+        self.runtime.finish_pod(key)
         now = rfc3339()
         status = pod["status"]
         started = {
@@ -343,6 +351,7 @@ class MockProvider(Provider):
         if pod is None or uid_of(pod) != uid:
             return
         del self._pods[key]
+        self.runtime.stop_pod(key)
         self._assigned.pop(uid, None)
         self._cancel_timers(key)
         self._record("del", key)
@@ -381,6 +390,29 @@ class MockProvider(Provider):
         if not self.config.push:
             raise NotImplementedError("push disabled in the mock's config: poll instead")
         self._notify = callback
+
+    # --- the kubelet API: the pretend runtime ------------------------------------------------------
+
+    def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        return self.runtime.logs(namespace, pod, container, options)
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        return await self.runtime.exec(namespace, pod, container, command, io)
+
+    async def attach_to_container(
+        self, namespace: str, pod: str, container: str, io: ContainerIO
+    ) -> int | None:
+        return await self.runtime.attach(namespace, pod, container, io)
+
+    async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
+        await self.runtime.port_forward(namespace, pod, port, stream)
+
+    async def get_stats_summary(self) -> dict[str, Any]:
+        return self.runtime.summary(self.context.node_name, list(self._pods.values()))
 
     # --- node -------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The kubelet HTTPS API: logs, exec, attach, port-forward, stats, metrics."""

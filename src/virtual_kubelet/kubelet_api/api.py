@@ -1,0 +1,205 @@
+"""The kubelet API routes, each backed by the provider (or the pod cache for `/pods`).
+
+A provider method that is missing answers 501; NotFound answers 404 and InvalidInput 400. The
+streaming routes (exec, attach, port-forward) hand the upgraded connection to `streaming/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidInput, NotFound
+from ..providers.base import Provider
+from . import stats
+from .http import HttpError, Request, Responder, Router
+from .logs import InvalidLogOptions, limit, parse_log_options
+from .streaming.session import serve_port_forward, serve_remote_command
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class KubeletApi:
+    def __init__(
+        self,
+        provider: Provider,
+        node_name: str,
+        api_pods: Callable[[], list[dict[str, Any]]],
+        *,
+        stream_creation_timeout: float = 30.0,
+        stream_idle_timeout: float = 4 * 3600.0,
+    ) -> None:
+        self.provider = provider
+        self.node_name = node_name
+        self.api_pods = api_pods
+        self.stream_creation_timeout = stream_creation_timeout
+        self.stream_idle_timeout = stream_idle_timeout
+        self.router = Router()
+        r = self.router
+        r.add("/healthz", ("GET", "HEAD"), self.healthz)
+        r.add("/pods", ("GET",), self.pods)
+        r.add("/pods/", ("GET",), self.pods)
+        r.add("/runningpods/", ("GET",), self.running_pods)
+        r.add("/containerLogs/{namespace}/{pod}/{container}", ("GET",), self.container_logs)
+        for verb in ("exec", "attach"):
+            handler = self.exec if verb == "exec" else self.attach
+            r.add(f"/{verb}/{{namespace}}/{{pod}}/{{container}}", ("GET", "POST"), handler)
+            r.add(f"/{verb}/{{namespace}}/{{pod}}/{{uid}}/{{container}}", ("GET", "POST"), handler)
+        r.add("/portForward/{namespace}/{pod}", ("GET", "POST"), self.port_forward)
+        r.add("/portForward/{namespace}/{pod}/{uid}", ("GET", "POST"), self.port_forward)
+        for route in ("/stats/summary", "/stats/summary/"):
+            r.add(route, ("GET", "POST"), self.stats_summary)
+        for route in ("/metrics/resource", "/metrics/resource/"):
+            r.add(route, ("GET",), self.metrics_resource)
+
+    def _missing(self, method: str) -> HttpError:
+        name = type(self.provider).__name__
+        return HttpError(501, f"{method} is not implemented by the {name} provider")
+
+    async def healthz(self, request: Request, responder: Responder) -> None:
+        await responder.respond(200, "ok")
+
+    async def pods(self, request: Request, responder: Responder) -> None:
+        body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": self.api_pods()}
+        await responder.respond(200, orjson.dumps(body), JSON)
+
+    async def running_pods(self, request: Request, responder: Responder) -> None:
+        items = await self.provider.list_pods()
+        body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        await responder.respond(200, orjson.dumps(body), JSON)
+
+    async def container_logs(self, request: Request, responder: Responder) -> None:
+        p = request.params
+        try:
+            options = parse_log_options(request.query)
+        except InvalidLogOptions as exc:
+            raise HttpError(400, str(exc)) from None
+        try:
+            chunks = self.provider.get_container_logs(
+                p["namespace"], p["pod"], p["container"], options
+            )
+        except NotImplementedError:
+            raise self._missing("get_container_logs") from None
+        iterator = aiter(chunks)
+        # Pull the first chunk before answering, so NotFound and friends become a proper status.
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            first = b""
+        except NotImplementedError:
+            raise self._missing("get_container_logs") from None
+        except NotFound as exc:
+            raise HttpError(404, str(exc) or "container not found") from None
+        except InvalidInput as exc:
+            raise HttpError(400, str(exc)) from None
+
+        async def all_chunks() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in iterator:
+                yield chunk
+
+        await responder.stream(200, limit(all_chunks(), options))
+
+    async def stats_summary(self, request: Request, responder: Responder) -> None:
+        try:
+            summary = await self.provider.get_stats_summary()
+        except NotImplementedError:
+            raise self._missing("get_stats_summary") from None
+        if request.flag("only_cpu_and_memory"):
+            summary = _only_cpu_and_memory(summary)
+        await responder.respond(200, orjson.dumps(summary), JSON)
+
+    async def metrics_resource(self, request: Request, responder: Responder) -> None:
+        try:
+            summary = await self.provider.get_stats_summary()
+        except NotImplementedError:
+            raise self._missing("get_stats_summary") from None
+        except Exception:
+            log.exception("provider stats failed")
+            await responder.respond(200, stats.error_metrics(), stats.CONTENT_TYPE)
+            return
+        await responder.respond(200, stats.resource_metrics(summary), stats.CONTENT_TYPE)
+
+    async def _check_pod(self, namespace: str, pod: str) -> None:
+        try:
+            found = await self.provider.get_pod(namespace, pod)
+        except NotFound:
+            found = None
+        if found is None:
+            raise HttpError(404, f"pod {namespace}/{pod} not found")
+
+    async def exec(self, request: Request, responder: Responder) -> None:
+        p = request.params
+        command = request.query.get("command") or []
+        if not command:
+            raise HttpError(400, "missing command")
+        if not _implements(self.provider, "run_in_container"):
+            raise self._missing("run_in_container")
+        await self._check_pod(p["namespace"], p["pod"])
+
+        async def run(io: Any) -> int | None:
+            return await self.provider.run_in_container(
+                p["namespace"], p["pod"], p["container"], command, io
+            )
+
+        await serve_remote_command(
+            request, responder, run, self.stream_creation_timeout, self.stream_idle_timeout
+        )
+
+    async def attach(self, request: Request, responder: Responder) -> None:
+        p = request.params
+        if not _implements(self.provider, "attach_to_container"):
+            raise self._missing("attach_to_container")
+        await self._check_pod(p["namespace"], p["pod"])
+
+        async def run(io: Any) -> int | None:
+            return await self.provider.attach_to_container(
+                p["namespace"], p["pod"], p["container"], io
+            )
+
+        await serve_remote_command(
+            request, responder, run, self.stream_creation_timeout, self.stream_idle_timeout
+        )
+
+    async def port_forward(self, request: Request, responder: Responder) -> None:
+        p = request.params
+        if not _implements(self.provider, "port_forward"):
+            raise self._missing("port_forward")
+        await self._check_pod(p["namespace"], p["pod"])
+
+        async def forward(port: int, stream: Any) -> None:
+            await self.provider.port_forward(p["namespace"], p["pod"], port, stream)
+
+        await serve_port_forward(
+            request, responder, forward, self.stream_creation_timeout, self.stream_idle_timeout
+        )
+
+
+def _implements(provider: Provider, method: str) -> bool:
+    return getattr(type(provider), method) is not getattr(Provider, method)
+
+
+def _only_cpu_and_memory(summary: dict[str, Any]) -> dict[str, Any]:
+    keep = ("nodeName", "startTime", "cpu", "memory")
+    node = {k: v for k, v in summary.get("node", {}).items() if k in keep}
+    pods = []
+    for pod in summary.get("pods", []):
+        containers = [
+            {k: v for k, v in c.items() if k in ("name", "startTime", "cpu", "memory")}
+            for c in pod.get("containers", [])
+        ]
+        pods.append(
+            {
+                "podRef": pod.get("podRef"),
+                "startTime": pod.get("startTime"),
+                "cpu": pod.get("cpu"),
+                "memory": pod.get("memory"),
+                "containers": containers,
+            }
+        )
+    return {"node": node, "pods": pods}
