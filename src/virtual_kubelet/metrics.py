@@ -50,3 +50,11 @@ EVENTS_DROPPED = Counter(
     "virtual_kubelet_events_dropped_total",
     "Kubernetes Events not sent: over --event-qps/--event-burst, or the API server lagged.",
 )
+KUBELET_API_CONNECTIONS = Gauge(
+    "virtual_kubelet_kubelet_api_connections", "Open connections to the kubelet API port."
+)
+KUBELET_API_REQUESTS = Counter(
+    "virtual_kubelet_kubelet_api_requests_total",
+    "Requests to the kubelet API, by route kind and HTTP status.",
+    ["route", "code"],
+)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from ..metrics import KUBELET_API_CONNECTIONS, KUBELET_API_REQUESTS
 from .auth import Authenticator, AuthError, Authorizer, User
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,18 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 IDLE_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
+#: Route names used as a metric label (bounded: anything else counts as "other").
+_ROUTES = {
+    "healthz",
+    "pods",
+    "runningpods",
+    "containerLogs",
+    "exec",
+    "attach",
+    "portForward",
+    "stats",
+    "metrics",
+}
 
 
 class HttpError(Exception):
@@ -79,6 +92,7 @@ class Responder:
     ) -> None:
         self._conn, self._writer, self._reader = conn, writer, reader
         self.started = False
+        self.status = 0
         self.upgraded: Upgraded | None = None
 
     async def _send(self, event: Any) -> None:
@@ -96,6 +110,7 @@ class Responder:
     ) -> None:
         payload = body.encode() if isinstance(body, str) else body
         self.started = True
+        self.status = status
         all_headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(payload))),
@@ -114,6 +129,7 @@ class Responder:
     ) -> None:
         """A chunked response, each chunk flushed as it comes (`kubectl logs -f`)."""
         self.started = True
+        self.status = status
         await self._send(
             h11.Response(
                 status_code=status,
@@ -128,6 +144,7 @@ class Responder:
     async def upgrade(self, headers: list[tuple[str, str]]) -> Upgraded:
         """Answer `101 Switching Protocols` and take over the connection."""
         self.started = True
+        self.status = 101
         await self._send(h11.InformationalResponse(status_code=101, headers=headers))
         buffered, _closed = self._conn.trailing_data
         self.upgraded = Upgraded(self._reader, self._writer, bytes(buffered))
@@ -205,6 +222,7 @@ class KubeletHttpServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        KUBELET_API_CONNECTIONS.inc()
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
@@ -212,6 +230,7 @@ class KubeletHttpServer:
         except Exception:
             log.exception("kubelet API connection failed")
         finally:
+            KUBELET_API_CONNECTIONS.dec()
             self._connections.discard(task)
             if not writer.is_closing():
                 writer.close()
@@ -315,6 +334,11 @@ class KubeletHttpServer:
         except Exception:
             log.exception("kubelet API handler %s %s failed", request.method, request.path)
             await self._error(responder, 500, "internal error")
+        finally:
+            route = request.path.lstrip("/").split("/", 1)[0] or "/"
+            if route not in _ROUTES:
+                route = "other"
+            KUBELET_API_REQUESTS.labels(route, str(responder.status or 0)).inc()
 
     async def _error(self, responder: Responder, status: int, message: str) -> None:
         if responder.started:

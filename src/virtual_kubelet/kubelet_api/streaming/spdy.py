@@ -321,6 +321,7 @@ class FrameDecoder:
             raise ValueError("max_header_block must be at least 4")
         self._max_frame = max_frame
         self._max_header_block = max_header_block
+        self._max_control = max_header_block + max_header_block // 64 + 64
         self._buffer = bytearray()
         self._inflater = zlib.decompressobj(zdict=SPDY3_DICTIONARY)
         self._failure: ProtocolError | None = None
@@ -340,6 +341,11 @@ class FrameDecoder:
                 # Checked before buffering the body, so a huge length costs no memory.
                 if length > self._max_frame:
                     raise ProtocolError(f"frame of {length} bytes exceeds {self._max_frame}")
+                # A control frame is a few fixed fields plus a compressed header block, which
+                # cannot be much larger than the block itself: refuse a huge one at once rather
+                # than wait for megabytes that may never come.
+                if word & _CONTROL_BIT and length > self._max_control:
+                    raise ProtocolError(f"control frame of {length} bytes is too large")
                 end = pos + 8 + length
                 if end > len(buf):
                     break
@@ -669,8 +675,8 @@ class SpdySession:
         self._pings_in_flight: set[int] = set()
         self._reset_ids: set[int] = set()
         self._reset_order: deque[int] = deque()
-        self.goaway_sent = False
-        self.goaway_received = False
+        self._goaway_sent = False
+        self._goaway_received = False
 
     # -- inbound --
 
@@ -720,7 +726,7 @@ class SpdySession:
                     self._pings_in_flight.discard(ping_id)
                     events.append(PingAnswered(ping_id))
             case GoAway(last_stream_id, status):
-                self.goaway_received = True
+                self._goaway_received = True
                 events.append(GoAwayReceived(last_stream_id, status))
             case Settings() | WindowUpdate():
                 pass  # no flow control, as in spdystream (see the module docstring)
@@ -740,7 +746,7 @@ class SpdySession:
             self._reset_stream(stream_id, PROTOCOL_ERROR, events)
             return
         self._next_peer_id = stream_id + 2
-        if self.goaway_sent or self._peer_streams >= self._max_streams:
+        if self._goaway_sent or self._peer_streams >= self._max_streams:
             self._reset_stream(stream_id, REFUSED_STREAM, events)
             return
         # A unidirectional stream is one we may never send on.
@@ -818,7 +824,7 @@ class SpdySession:
     def open_stream(self, headers: HeaderInput, *, fin: bool = False) -> int:
         """Send SYN_STREAM; return the new stream's id. Wait for StreamReplied before sending
         DATA: spdystream drops DATA on a stream it has not replied to."""
-        if self.goaway_sent or self.goaway_received:
+        if self._goaway_sent or self._goaway_received:
             raise ValueError("no new streams after GOAWAY")
         stream_id = self._next_local_id
         if stream_id > MAX_STREAM_ID:
@@ -892,10 +898,10 @@ class SpdySession:
 
     def goaway(self, status: int = GOAWAY_OK) -> None:
         """Send GOAWAY (once): no new streams either way; open streams may finish."""
-        if self.goaway_sent:
+        if self._goaway_sent:
             return
         self._send(GoAway(self._last_peer_id, status))
-        self.goaway_sent = True
+        self._goaway_sent = True
 
     # -- inspection --
 
@@ -917,3 +923,11 @@ class SpdySession:
     @property
     def client(self) -> bool:
         return self._client
+
+    @property
+    def goaway_sent(self) -> bool:
+        return self._goaway_sent
+
+    @property
+    def goaway_received(self) -> bool:
+        return self._goaway_received
