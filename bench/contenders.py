@@ -177,6 +177,8 @@ class Agent(Contender):
         assert self.process.process is not None
         self.pid = self.process.process.pid
         await asyncio.to_thread(self.process.wait_ready, 90)
+        # As a cluster's approver would: the kubelet port opens with its CSR-issued certificate.
+        await asyncio.to_thread(self.process.approve_serving_certificate)
 
     def crashed(self) -> str | None:
         process = self.process.process

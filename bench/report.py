@@ -16,6 +16,10 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "scheduler": (("replicas",), ("rollout_s", "pods_per_s", "available")),
     "steady": (("pods",), ("rss_mb", "idle_cpu_percent", "api_requests_per_s", "lease_max_gap_s")),
     "churn": (("pods",), ("lease_max_gap_s", "node_status_max_age_s", "to_ready_s")),
+    "streaming": (
+        ("payload_mb",),
+        ("exec_cat_mb_per_s", "port_forward_mb_per_s", "logs_follow_p50_ms", "logs_follow_p99_ms"),
+    ),
 }
 #: For these headline metrics smaller is better.
 LOWER_IS_BETTER = {

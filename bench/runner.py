@@ -17,8 +17,9 @@ from virtual_kubelet.kube.client import KubeClient
 
 from . import scenarios
 from .contenders import account_identities, make
+from .streaming import streaming
 
-SCENARIOS = ("throughput", "latency", "scheduler", "steady", "churn")
+SCENARIOS = ("throughput", "latency", "scheduler", "steady", "churn", "streaming")
 #: Controller-manager and scheduler client limits for the scheduler scenario (their defaults,
 #: QPS 20 / burst 30 and 50 / 100, would measure the controllers, not the kubelets).
 CONTROLLER_QPS = ["--kube-api-qps=1000", "--kube-api-burst=2000"]
@@ -31,10 +32,11 @@ class Sizes:
     scheduler: int
     steady: tuple[int, float]  # (pods, seconds held)
     churn: int
+    streaming_mb: int
 
 
-FULL = Sizes((100, 1000, 5000), ((20, 30), (100, 30)), 1000, (5000, 600), 1000)
-QUICK = Sizes((100,), ((20, 5),), 50, (100, 15), 100)
+FULL = Sizes((100, 1000, 5000), ((20, 30), (100, 30)), 1000, (5000, 600), 1000, 100)
+QUICK = Sizes((100,), ((20, 5),), 50, (100, 15), 100, 10)
 
 
 def _cluster_config(scenario: str) -> DevClusterConfig:
@@ -83,6 +85,8 @@ async def _one(
                 runs = [({}, lambda: scenarios.steady(client, contender, count, hold, timeout))]
             elif scenario == "churn":
                 runs = [({}, lambda: scenarios.churn(client, contender, sizes.churn, timeout))]
+            elif scenario == "streaming":
+                runs = [({}, lambda: streaming(cluster, contender, sizes.streaming_mb))]
             for _, run in runs:
                 started = time.monotonic()
                 result = await run()
@@ -115,7 +119,8 @@ def run(
         ) as cluster:
             account_identities(cluster)
             for repeat in range(repeats):
-                for name in contenders:
+                # Only our agent's provider runs exec and port-forward: the others have no-ops.
+                for name in ["agent"] if scenario == "streaming" else contenders:
                     for result in asyncio.run(
                         _one(cluster, workdir, scenario, name, sizes, timeout)
                     ):
