@@ -41,7 +41,7 @@ class KubeletApi:
         self.stream_idle_timeout = stream_idle_timeout
         self.router = Router()
         r = self.router
-        r.add("/healthz", ("GET", "HEAD"), self.healthz)
+        r.add("/healthz", ("GET",), self.healthz)
         r.add("/pods", ("GET",), self.pods)
         r.add("/pods/", ("GET",), self.pods)
         r.add("/runningpods/", ("GET",), self.running_pods)
