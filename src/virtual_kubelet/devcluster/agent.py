@@ -78,6 +78,7 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         env = dict(os.environ, VKUBELET_POD_IP=self.cluster.node_ip, **self.env)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             log.write(f"=== starting: {' '.join(self.command())}\n".encode())
             log.flush()
@@ -113,6 +114,8 @@ class AgentProcess:
         def pending() -> str | None:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"agent exited:\n{self.log()[-3000:]}")
+            if "kubelet API serving on" in self.log():
+                return "(reused an earlier certificate)"
             listing = json.loads(
                 self.cluster.kubectl(
                     "get", "csr", "-l", f"virtual-kubelet.io/node={self.node_name}", "-o", "json"
@@ -124,6 +127,8 @@ class AgentProcess:
             return None
 
         name = wait_until(pending, timeout, f"a serving CSR from {self.node_name}")
+        if name.startswith("("):
+            return name
         self.cluster.kubectl("certificate", "approve", name)
         wait_until(
             lambda: "kubelet API serving on" in self.log(), timeout, "the kubelet API to start"
@@ -131,7 +136,12 @@ class AgentProcess:
         return name
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What this run of the agent has logged (earlier runs in the same workdir excluded)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(getattr(self, "_log_offset", 0))
+            return f.read().decode(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""

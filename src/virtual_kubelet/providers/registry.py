@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 
 BUILTIN: dict[str, str] = {
     "mock": "virtual_kubelet.providers.mock:MockProvider",
+    "process": "virtual_kubelet.providers.process:ProcessProvider",
 }
 
 

@@ -1,0 +1,70 @@
+"""The `process` provider: every container of a pod is a real local process tree.
+
+Select it with `virtual-kubelet --provider process [--provider-config FILE]`. Each container run
+is started through a small shim (`python -m virtual_kubelet.providers.process.shim`, like conmon)
+in its own session: the shim forks/execs the command in a new process group, writes its
+stdout/stderr to a CRI-format log file, feeds attach input from a FIFO, and records the
+container's pid/pgid at start and its exit code at the end. Nothing ties a shim to the agent, so
+after an agent restart (even kill -9) the containers keep running and logging, and the new agent
+adopts them from the records under `<state dir>/process/<pod uid>/` (same pids, no duplicates);
+see `state.py` for the layout.
+
+What a container sees:
+- argv: `command` + `args` (with `$(VAR)` expansion). Without `command`, the provider config's
+  `images[<image>]` (exact name, or without tag/digest) supplies `command` and default `args`;
+  with neither, `args` alone are run; with nothing at all the container waits with
+  RunContainerError. An unknown executable is RunContainerError too
+  (`exec: "x": executable file not found in $PATH`), retried with back-off like a crash.
+- env: its resolved env; if the pod sets no PATH, the agent's PATH (behind the image root's `bin`
+  and `usr/bin`), and the agent's HOME if the pod sets none; HOSTNAME = the pod's hostname or
+  name unless set; TERM=xterm with `tty: true`; plus:
+  - `VK_TERMINATION_MESSAGE_PATH`: the host file to write the termination message to. If
+    `terminationMessagePath` lies under a volumeMount it is that file inside the volume;
+    otherwise it is `<state>/process/<uid>/<container>/termination-log`, which in bind mode is
+    also bind-mounted at `terminationMessagePath` (default /dev/termination-log; an empty file is
+    created there on the host if missing). Up to 4096 bytes are reported; with
+    `FallbackToLogsOnError`, an empty file and a non-zero exit, the last 80 lines / 2048 bytes
+    of the log are.
+  - `VK_VOLUME_<NAME>` for each volumeMount: NAME is the mountPath without leading/trailing
+    slashes, every run of characters other than letters and digits replaced by `_`, upper-cased
+    (`/etc/my-config` -> `VK_VOLUME_ETC_MY_CONFIG`, `/` -> `VK_VOLUME_ROOT`). In bind mode its
+    value is the mountPath itself, in env mode the host directory (or file, with subPath).
+- working directory: `workingDir`, else the image's `root`, else
+  `<state>/process/<uid>/<container>/work`. It is created if missing.
+- mounts (config `mounts: auto|bind|env`): in bind mode (root, and a private mount namespace
+  with a test bind mount works: checked once at start, the reason logged if not) the shim
+  unshares a private mount namespace and bind-mounts every volume (subPath resolved as the
+  kubelet does, hostPath bound directly, readOnly remounted read-only) at its mountPath.
+  Mount points that do not exist are created on the host file system (empty directories, or
+  empty files for file subPaths) and left there. `kubectl exec`, exec probes and hooks enter the
+  container's mount namespace. In env mode only the VK_VOLUME_* variables exist.
+- limits: memory and CPU limits via cgroup v1 when writable (see `limits.py`), `rlimits` from the
+  config (only ever lowered); never a reason to fail the pod.
+- network: the host's. Pod IP = host IP = the node's InternalIP; port-forward connects to
+  127.0.0.1:<port>.
+
+Not done: per-pod network namespaces (pods share the host network), pid namespaces, user
+switching (runAsUser & co. are ignored: processes run as the agent's user), image pulling,
+readiness gates, native sidecars (init containers with restartPolicy Always are treated as
+ordinary init containers), postStart hooks, gRPC probes (they count as successes), and resizing
+the terminal of `kubectl attach` to a `tty: true` container.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .provider import ProcessProvider
+
+__all__ = ["ProcessProvider"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: every shim runs `python -m ...process.shim`, which imports this package,
+    # and must start fast without the provider's dependencies (pydantic, aiohttp, ...).
+    if name == "ProcessProvider":
+        from .provider import ProcessProvider
+
+        return ProcessProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

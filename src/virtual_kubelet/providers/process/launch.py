@@ -1,0 +1,216 @@
+"""What one run of a container executes: argv, env, working directory, mounts and the
+termination-message file, computed from the pod spec and the provider config (pure functions
+plus a few directory creations).
+
+Rules (also in the package docstring):
+- argv: `command` + `args` with `$(VAR)` expanded. Without `command`: the image entry of the
+  config (`images`) gives the command (ENTRYPOINT) and default args (CMD); container `args`
+  replace the image's args. Nothing to run is a `LaunchError` (RunContainerError).
+- env: the container's resolved env; PATH from the agent's environment (behind the image root's
+  `bin` and `usr/bin`) and HOME if the pod sets neither; HOSTNAME = the pod's hostname (or name)
+  unless set; TERM=xterm for `tty: true`; always VK_TERMINATION_MESSAGE_PATH and one
+  VK_VOLUME_<NAME> per volumeMount (see `volume_env_name`).
+- volumeMounts: bind mode mounts each volume (or its subPath) at mountPath in the container's
+  private mount namespace; env mode only sets VK_VOLUME_* to the host path.
+
+It must never log or put env values into error messages: they may be secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...pods.env import expand, expand_command
+from .config import ProcessConfig
+from .state import Layout
+
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LaunchError(Exception):
+    """The container cannot be started as specified (shown as RunContainerError)."""
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    #: Bind mounts for the shim (None: no mount namespace, env mode).
+    mounts: list[dict[str, Any]] | None
+    #: Host path of the termination-message file the agent reads after the run.
+    termination_path: Path
+    #: Directories the volumes of this container live in (for probes and messages).
+    volume_paths: dict[str, str] = field(default_factory=dict)
+
+
+def volume_env_name(mount_path: str) -> str:
+    """`VK_VOLUME_` + mountPath in UPPER_SNAKE: leading and trailing slashes dropped, every run of
+    characters other than letters and digits becomes one `_`, upper-cased (`/etc/my-config` ->
+    `VK_VOLUME_ETC_MY_CONFIG`; `/` -> `VK_VOLUME_ROOT`)."""
+    name = re.sub(r"[^A-Za-z0-9]+", "_", mount_path.strip("/")).strip("_").upper()
+    return f"VK_VOLUME_{name or 'ROOT'}"
+
+
+def container_env(container: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"name": str(e["name"]), "value": str(e.get("value") or "")}
+        for e in container.get("env") or []
+        if isinstance(e, dict) and "name" in e
+    ]
+
+
+def argv_of(container: dict[str, Any], config: ProcessConfig) -> list[str]:
+    env = container_env(container)
+    command, args = expand_command(container, env)
+    if command:
+        return command + args
+    image_name = str(container.get("image") or "")
+    image = config.image(image_name)
+    if image is not None and (image.command or args or image.args):
+        return list(image.command) + (args or list(image.args))
+    if args:
+        return args  # an image without ENTRYPOINT: the args are the command
+    raise LaunchError(
+        f"container {container.get('name')!r} has no command, and image {image_name!r} has no "
+        "command in the process provider's config (images)"
+    )
+
+
+def _inside(base: Path, relative: str, shown: str) -> Path:
+    """`base/relative`, refusing escapes; errors show `shown` (never an expanded env value)."""
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts:
+        raise LaunchError(f"subPath {shown!r} must be a relative path without '..'")
+    return base.joinpath(*parts) if parts else base
+
+
+def _host_path_source(volume: dict[str, Any]) -> Path:
+    source = volume["hostPath"]
+    path = Path(str(source.get("path") or ""))
+    if not path.is_absolute():
+        raise LaunchError(f"hostPath of volume {volume.get('name')!r} must be absolute")
+    kind = source.get("type") or ""
+    if kind == "DirectoryOrCreate":
+        path.mkdir(parents=True, exist_ok=True)
+    elif kind == "FileOrCreate" and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o644)
+    elif kind in ("Directory", "File", "Socket", "CharDevice", "BlockDevice") and not path.exists():
+        raise LaunchError(f"hostPath type check failed: {path} does not exist")
+    return path
+
+
+def build(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    *,
+    config: ProcessConfig,
+    layout: Layout,
+    volume_dir: Any,
+    bind: bool,
+) -> Launch:
+    """The run of `container`; `volume_dir(name)` is where the core wrote volume `name`."""
+    name = str(container["name"])
+    argv = argv_of(container, config)
+    env_list = container_env(container)
+    given = {e["name"]: e["value"] for e in env_list}
+    image = config.image(str(container.get("image") or ""))
+    env: dict[str, str] = {}
+    if "PATH" not in given:
+        path = os.environ.get("PATH") or DEFAULT_PATH
+        if image is not None and image.root:
+            path = f"{image.root}/bin:{image.root}/usr/bin:{path}"
+        env["PATH"] = path
+    if "HOME" not in given and os.environ.get("HOME"):
+        env["HOME"] = os.environ["HOME"]
+    spec = pod.get("spec") or {}
+    env["HOSTNAME"] = str(spec.get("hostname") or pod["metadata"]["name"])
+    if container.get("tty"):
+        env["TERM"] = "xterm"
+    env.update(given)
+
+    volumes = {str(v.get("name")): v for v in spec.get("volumes") or [] if isinstance(v, dict)}
+    mounts: list[dict[str, Any]] = []
+    sources: list[tuple[str, Path]] = []
+    volume_paths: dict[str, str] = {}
+    for mount in container.get("volumeMounts") or []:
+        target = str(mount.get("mountPath") or "")
+        if not target.startswith("/"):
+            raise LaunchError(f"mountPath {target!r} must be absolute")
+        volume_name = str(mount.get("name") or "")
+        volume = volumes.get(volume_name)
+        if volume is None:
+            raise LaunchError(f"volumeMount {target!r} names an unknown volume {volume_name!r}")
+        if isinstance(volume.get("hostPath"), dict):
+            base = _host_path_source(volume)
+        else:
+            base = Path(volume_dir(volume_name))
+            if not base.exists():
+                # A volume type the core does not write (PVC, CSI, ...): an empty directory.
+                base = layout.volume(volume_name)
+                base.mkdir(parents=True, exist_ok=True)
+        sub = shown = str(mount.get("subPath") or "")
+        if mount.get("subPathExpr"):
+            shown = str(mount["subPathExpr"])
+            sub = expand(shown, given.get)
+        source = _inside(base, sub, shown)
+        if sub and not source.exists() and not source.is_symlink():
+            source.mkdir(parents=True, exist_ok=True)
+        if sub:
+            # As the kubelet: a subPath is bound as it resolves now (atomic-writer symlinks).
+            resolved = Path(os.path.realpath(source))
+            if not (resolved == base or resolved.is_relative_to(os.path.realpath(base))):
+                raise LaunchError(f"subPath {shown!r} points outside volume {volume_name!r}")
+            source = resolved
+        is_file = source.exists() and not stat.S_ISDIR(source.stat().st_mode)
+        read_only = bool(mount.get("readOnly"))
+        mounts.append(
+            {"source": str(source), "target": target, "read_only": read_only, "file": is_file}
+        )
+        sources.append((target, source))
+        volume_paths[volume_name] = str(base)
+        env[volume_env_name(target)] = target if bind else str(source)
+
+    wanted = str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+    termination = layout.termination(name)
+    under = [(t, s) for t, s in sources if wanted == t or wanted.startswith(t.rstrip("/") + "/")]
+    if under:
+        target, source = max(under, key=lambda pair: len(pair[0]))
+        termination = source / os.path.relpath(wanted, target) if wanted != target else source
+    elif bind:
+        mounts.append(
+            {
+                "source": str(termination),
+                "target": wanted,
+                "read_only": False,
+                "file": True,
+                "optional": True,
+            }
+        )
+    env["VK_TERMINATION_MESSAGE_PATH"] = str(termination)
+
+    working_dir = str(container.get("workingDir") or "")
+    if not working_dir:
+        working_dir = image.root if image is not None and image.root else ""
+    if not working_dir:
+        working_dir = str(layout.workdir(name))
+    return Launch(
+        argv=argv,
+        env=env,
+        cwd=working_dir,
+        mounts=mounts if bind else None,
+        termination_path=termination,
+        volume_paths=volume_paths,
+    )
+
+
+def container_id(uid: str, name: str, run: int, started: float) -> str:
+    return hashlib.sha256(f"{uid}/{name}/{run}/{started}".encode()).hexdigest()

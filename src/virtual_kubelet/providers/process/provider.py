@@ -1,0 +1,1327 @@
+"""The process provider itself: pod lifecycle, restarts, probes, deletion, and the kubelet API
+(logs, exec, attach, port-forward, stats) on top of the shims (see the package docstring).
+
+Each pod has one supervising task: init containers one after another, then every app container
+in its own loop (start through a shim, wait for the exit record, account for it, back off,
+restart per restartPolicy). All state that matters survives in the pod record and the shims'
+files, so a restarted agent resumes where the old one stopped. It must never block the event
+loop on a process (subprocesses are asyncio's, file scans run in threads), never signal a pid
+whose start time it has not checked, and never log container env values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import datetime
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from ... import __version__
+from ...errors import InvalidInput, NotFound
+from ...kube.objects import key_of, uid_of
+from ...kube.timefmt import rfc3339
+from ...kubelet_api.logs import LogOptions
+from ...streams import ContainerIO, DuplexStream, InputStream, OutputStream
+from ..base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
+from .config import ProviderConfigError, load_config
+from .launch import LaunchError, build, container_id
+from .limits import Cgroups
+from .logs import Follower, fallback_message, stream_log
+from .probes import Handlers, probe_loop
+from .shim import START_ERROR_CODE, start_ticks, write_json
+from .state import (
+    ContainerRecord,
+    Layout,
+    PodRecord,
+    RunInfo,
+    ensure_private,
+    load_all,
+    read_json,
+    read_run,
+    save,
+)
+from .stats import ContainerRef, PodRef, Stats, memory_total
+from .status import TERMINAL, containers_of, go_duration, pod_status, timestamp
+
+log = logging.getLogger(__name__)
+
+SHIM = "virtual_kubelet.providers.process.shim"
+DEFAULT_GRACE = 30.0
+#: The kubelet's limit on termination messages read from the file.
+MAX_TERMINATION_MESSAGE = 4096
+#: How long exec output may keep coming after the command exited (background children).
+DRAIN_SECONDS = 1.0
+#: A shim that has not started its container by then is considered failed.
+SHIM_START_TIMEOUT = 60.0
+
+
+class _Pod:
+    """A pod's record plus what only lives in memory: tasks, live runs, pending kills."""
+
+    def __init__(self, layout: Layout, record: PodRecord) -> None:
+        self.layout = layout
+        self.record = record
+        self.task: asyncio.Task[None] | None = None
+        self.deletion: asyncio.Task[None] | None = None
+        #: No more starts or restarts (being deleted, or past activeDeadlineSeconds).
+        self.halted = False
+        self.wake = asyncio.Event()
+        self.runs: dict[str, RunInfo] = {}
+        self.kill_messages: dict[str, str] = {}
+        self.restart_now: set[str] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.gone = False
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def container(self, name: str) -> dict[str, Any]:
+        pod = self.record.pod
+        for kind in ("initContainers", "containers"):
+            for container in containers_of(pod, kind):
+                if container.get("name") == name:
+                    return container
+        raise KeyError(name)
+
+    def policy(self) -> str:
+        return str((self.record.pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+    def grace(self) -> float:
+        value = (self.record.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+        return float(value) if value is not None else DEFAULT_GRACE
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_group(run: RunInfo, number: int) -> None:
+    """Signal the container's process group, if its first process is still the one we started."""
+    if run.container_alive():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pgid, number)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _wait_pid(pid: int, ticks: int | None, timeout: float) -> None:
+    """Until process `pid` (started at `ticks`) exits, or `timeout`; works for non-children."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        await asyncio.sleep(min(timeout, 0.2))
+        return
+    try:
+        if start_ticks(pid) != ticks:
+            return
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, exited)
+        try:
+            await asyncio.wait_for(exited, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+async def _read_fd(fd: int) -> bytes:
+    """Read a non-blocking fd from the event loop; b"" at EOF (EIO on a pty counts as EOF)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return b""
+            raise
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+
+async def _write_fd(fd: int, data: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+            continue
+        except BlockingIOError:
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, _resolve, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(fd)
+
+
+async def _copy_out(reader: asyncio.StreamReader, output: OutputStream) -> None:
+    while chunk := await reader.read(65536):
+        await output.write(chunk)
+
+
+async def _feed(source: InputStream, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the command closed its stdin
+    finally:
+        writer.close()
+
+
+async def _finish(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+class ProcessProvider(Provider):
+    description = (
+        "Containers run as local process trees under small shims that survive agent restarts."
+    )
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self.config = load_config(context.config_path)
+        self.root = context.state_dir / "process"
+        #: Whether volumeMounts are bind mounts in private mount namespaces (else env vars).
+        self.bind = False
+        self.cgroups: Cgroups | None = None
+        self.handlers = Handlers(context.internal_ip)
+        self.stats = Stats(context.state_dir)
+        self._stats_lock = asyncio.Lock()
+        self._pods: dict[str, _Pod] = {}
+        self._notify: PodCallback | None = None
+
+    # --- provider lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(ensure_private, self.root)
+        self.bind = await self._detect_mounts()
+        self.cgroups = await asyncio.to_thread(
+            Cgroups, self.config.cgroups, self.config.cgroup_parent
+        )
+        records = await asyncio.to_thread(load_all, self.root)
+        for layout, record in records:
+            pod = _Pod(layout, record)
+            pod.halted = record.phase is not None or record.deleting
+            self._pods[record.uid] = pod
+            for name, state in record.containers.items():
+                if state.run > state.processed_run:
+                    info = read_run(layout, name, state.run)
+                    if info is not None and info.shim_alive():
+                        pod.runs[name] = info
+                        # Started just before the old agent died: it runs, so say so.
+                        state.state, state.reason, state.message = "running", "", ""
+                        state.started_at = info.started_at
+                        state.process = dataclasses.asdict(info)
+            pod.task = asyncio.create_task(self._run_pod(pod))
+            if record.deleting:
+                pod.deletion = asyncio.create_task(self._terminate(pod))
+        if records:
+            live = sum(len(p.runs) for p in self._pods.values())
+            log.info(
+                "process provider: adopted %d pods with %d running containers",
+                len(records),
+                live,
+            )
+
+    async def stop(self) -> None:
+        """Stop supervising; the containers keep running for the next agent to adopt."""
+        tasks: list[asyncio.Task[Any]] = []
+        for pod in self._pods.values():
+            tasks.extend(t for t in (pod.task, pod.deletion) if t is not None)
+            tasks.extend(pod.tasks)
+        await _finish(tasks)
+        await self.handlers.close()
+
+    async def _detect_mounts(self) -> bool:
+        if self.config.mounts == "env":
+            log.info("process provider: volumeMounts as VK_VOLUME_* env vars (mounts: env)")
+            return False
+        if os.geteuid() != 0:
+            reason = "the agent does not run as root"
+        else:
+            scratch = await asyncio.to_thread(tempfile.mkdtemp, dir=self.root)
+            try:
+                probe = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    SHIM,
+                    "probe-mounts",
+                    scratch,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                _, err = await probe.communicate()
+            finally:
+                await asyncio.to_thread(_remove_tree, Path(scratch))
+            if probe.returncode == 0:
+                log.info("process provider: volumeMounts as bind mounts in private namespaces")
+                return True
+            reason = err.decode(errors="replace").strip() or f"exit code {probe.returncode}"
+        if self.config.mounts == "bind":
+            raise ProviderConfigError(f"mounts: bind is not possible on this host: {reason}")
+        log.warning(
+            "process provider: bind mounts are not possible (%s); volumeMounts are passed as "
+            "VK_VOLUME_* env vars instead",
+            reason,
+        )
+        return False
+
+    # --- pods -----------------------------------------------------------------------------------
+
+    def notify_pods(self, callback: PodCallback) -> None:
+        self._notify = callback
+
+    async def assign_pod_ips(self, pod: Pod) -> list[str] | None:
+        return [self.context.internal_ip]
+
+    async def create_pod(self, pod: Pod) -> None:
+        uid = uid_of(pod)
+        existing = self._pods.get(uid)
+        if existing is not None and not existing.gone:
+            await self.update_pod(pod)
+            return
+        init = containers_of(pod, "initContainers")
+        app = containers_of(pod, "containers")
+        if not app:
+            raise InvalidInput("the pod has no containers")
+        names = [str(c.get("name") or "") for c in init + app]
+        bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+        if bad or len(set(names)) != len(names):
+            raise InvalidInput(f"invalid or duplicate container names: {names}")
+        try:
+            layout = Layout(self.root, uid)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        waiting = "PodInitializing" if init else "ContainerCreating"
+        containers = {
+            str(c["name"]): ContainerRecord(
+                name=str(c["name"]),
+                init=True,
+                image=str(c.get("image") or ""),
+                reason="PodInitializing",
+            )
+            for c in init
+        }
+        containers.update(
+            {
+                str(c["name"]): ContainerRecord(
+                    name=str(c["name"]), image=str(c.get("image") or ""), reason=waiting
+                )
+                for c in app
+            }
+        )
+        record = PodRecord(
+            pod=copy.deepcopy(pod),
+            start_time=rfc3339(),
+            containers=containers,
+            init_done=not init,
+        )
+        await asyncio.to_thread(layout.create, names)
+        state = _Pod(layout, record)
+        self._pods[uid] = state
+        self._changed(state)
+        state.task = asyncio.create_task(self._run_pod(state))
+
+    async def update_pod(self, pod: Pod) -> None:
+        state = self._pods.get(uid_of(pod))
+        if state is None or state.gone:
+            raise NotFound(f"pod {key_of(pod)} is not running in the process provider")
+        old_images = {
+            str(c.get("name")): c.get("image")
+            for c in containers_of(state.record.pod, "containers")
+        }
+        state.record.pod = copy.deepcopy(pod)
+        for container in containers_of(pod, "containers"):
+            name = str(container.get("name"))
+            run = state.runs.get(name)
+            if old_images.get(name) != container.get("image") and run is not None:
+                # As the kubelet: a changed image means a new container (restarted at once).
+                state.restart_now.add(name)
+                state.kill_messages.setdefault(
+                    name, f"Container {name} definition changed, will be restarted"
+                )
+                state.spawn(self._kill(state, name, run, time.time() + state.grace()))
+        self._changed(state)
+
+    async def delete_pod(self, pod: Pod) -> None:
+        state = self._pods.get(uid_of(pod))
+        if state is None or state.gone:
+            raise NotFound(f"pod {key_of(pod)} is not running in the process provider")
+        if state.deletion is not None:
+            return
+        meta = pod.get("metadata") or {}
+        grace = meta.get("deletionGracePeriodSeconds")
+        seconds = float(grace) if grace is not None else state.grace()
+        state.record.deleting = True
+        state.record.deletion_deadline = time.time() + seconds
+        save(state.layout, state.record)
+        state.deletion = asyncio.create_task(self._terminate(state))
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        state = self._by_name(namespace, name)
+        return None if state is None else self._public(state)
+
+    async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
+        state = self._by_name(namespace, name)
+        return None if state is None else self._public(state)["status"]
+
+    async def list_pods(self) -> list[Pod]:
+        return [self._public(p) for p in self._pods.values() if not p.gone]
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _by_name(self, namespace: str, name: str) -> _Pod | None:
+        found = [
+            p for p in self._pods.values() if not p.gone and p.record.key == f"{namespace}/{name}"
+        ]
+        found.sort(key=lambda p: p.record.deleting)
+        return found[0] if found else None
+
+    def _public(self, state: _Pod) -> Pod:
+        pod: Pod = copy.deepcopy(state.record.pod)
+        pod["status"] = pod_status(state.record, self.context.internal_ip)
+        return pod
+
+    def _changed(self, state: _Pod) -> None:
+        if state.gone:
+            return
+        public = self._public(state)  # also settles condition transition times
+        try:
+            save(state.layout, state.record)
+        except OSError as exc:
+            log.error("process provider: cannot save the record of %s: %s", state.record.key, exc)
+        if self._notify is not None:
+            self._notify(public)
+
+    def _container(self, namespace: str, pod: str, container: str) -> tuple[_Pod, ContainerRecord]:
+        state = self._by_name(namespace, pod)
+        if state is None:
+            raise NotFound(f"pod {namespace}/{pod} not found")
+        record = state.record.containers.get(container)
+        if record is None:
+            raise NotFound(f'container "{container}" not found in pod "{namespace}/{pod}"')
+        return state, record
+
+    # --- supervision ----------------------------------------------------------------------------
+
+    async def _run_pod(self, state: _Pod) -> None:
+        record = state.record
+        spec = record.pod.get("spec") or {}
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None and record.phase is None and not record.deleting:
+            state.spawn(self._deadline(state, float(deadline)))
+        if not record.init_done:
+            for container in containers_of(record.pod, "initContainers"):
+                name = str(container["name"])
+                if not _succeeded(record.containers[name]):
+                    await self._supervise(state, name, init=True)
+                if state.halted:
+                    return
+                if not _succeeded(record.containers[name]):
+                    record.phase = "Failed"  # restartPolicy Never and an init container failed
+                    self._changed(state)
+                    return
+            record.init_done = True
+            for container in containers_of(record.pod, "containers"):
+                app = record.containers[str(container["name"])]
+                if app.state == "waiting" and app.reason == "PodInitializing":
+                    app.reason = "ContainerCreating"
+            self._changed(state)
+        await asyncio.gather(
+            *(
+                self._supervise(state, str(c["name"]), init=False)
+                for c in containers_of(record.pod, "containers")
+            )
+        )
+
+    async def _supervise(self, state: _Pod, name: str, *, init: bool) -> None:
+        record = state.record.containers[name]
+        while (record.state != "terminated" and not state.halted) or name in state.runs:
+            try:
+                run = state.runs.get(name)
+                if run is None and record.run > record.processed_run:
+                    # A run started before the agent restarted whose shim is gone.
+                    result = await self._collect_exit(state, name, record.run)
+                    self._account(state, name, init, result)
+                    continue
+                if run is None:
+                    await self._back_off(state, record)
+                    if state.halted:
+                        continue
+                    run = await self._start_run(state, name, init)
+                    if run is None:
+                        continue
+                    if self._halted(state):  # deleted while it was starting
+                        deadline = self._deletion_deadline(state)
+                        state.spawn(self._kill(state, name, run, deadline))
+                elif record.state != "running":
+                    record.state, record.started_at = "running", run.started_at
+                    self._changed(state)
+                probes = [] if init else self._start_probes(state, name, run)
+                try:
+                    result = await self._wait_exit(state, name, run)
+                finally:
+                    await _finish(probes)
+                self._account(state, name, init, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "process provider: supervising container %s of %s failed",
+                    name,
+                    state.record.key,
+                )
+                record.state, record.reason = "waiting", "RunContainerError"
+                record.message = "internal error of the process provider (see the agent's log)"
+                record.backoff_until = time.time() + self.config.restart_backoff_seconds
+                self._changed(state)
+                await self._back_off(state, record)
+
+    @staticmethod
+    def _halted(state: _Pod) -> bool:
+        return state.halted
+
+    async def _back_off(self, state: _Pod, record: ContainerRecord) -> None:
+        if record.backoff_until is None:
+            return
+        remaining = record.backoff_until - time.time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), remaining)
+
+    async def _start_run(self, state: _Pod, name: str, init: bool) -> RunInfo | None:
+        """Start the next run of a container; None if it could not start (then accounted for)."""
+        record = state.record.containers[name]
+        container = state.container(name)
+        layout = state.layout
+        record.run += 1
+        run = record.run
+        record.restart_count = run - 1
+        record.image = str(container.get("image") or "")
+        record.backoff_until = None
+        save(layout, state.record)  # a crash from here on finds run `run` and its files
+        await asyncio.to_thread(layout.forget_runs_before, name, run - 1)
+        pod = state.record.pod
+        try:
+            launch = await asyncio.to_thread(
+                build,
+                pod,
+                container,
+                config=self.config,
+                layout=layout,
+                volume_dir=lambda volume: self.context.volume_path(pod, volume),
+                bind=self.bind,
+            )
+        except (LaunchError, OSError) as exc:
+            self._start_failed(state, name, init, run, str(exc), time.time())
+            return None
+        cgroups = self.cgroups.prepare(state.record.uid, name, container) if self.cgroups else []
+        spec_path = layout.spec(name, run)
+        write_json(
+            spec_path,
+            {
+                "run": run,
+                "argv": launch.argv,
+                "env": launch.env,
+                "cwd": launch.cwd,
+                "log_path": str(layout.log(name, run)),
+                "log_max_bytes": self.config.log_max_bytes,
+                "state_path": str(layout.state(name, run)),
+                "exit_path": str(layout.exit(name, run)),
+                "stdin_fifo": str(layout.fifo(name)) if container.get("stdin") else None,
+                "stdin_once": bool(container.get("stdinOnce")),
+                "tty": bool(container.get("tty")),
+                "mounts": launch.mounts,
+                "cgroups": cgroups,
+                "rlimits": self.config.rlimits,
+            },
+        )
+        if launch.termination_path == layout.termination(name):
+            layout.termination(name).write_bytes(b"")  # a fresh message for each run
+        record.cgroups = cgroups
+        began = time.time()
+        try:
+            with layout.shim_log(name).open("ab") as shim_log:
+                shim = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    SHIM,
+                    "run",
+                    str(spec_path),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=shim_log,
+                    cwd=layout.container(name),
+                    start_new_session=True,
+                )
+            async with asyncio.timeout(SHIM_START_TIMEOUT):
+                await shim.wait()
+        except (OSError, TimeoutError) as exc:
+            self._start_failed(state, name, init, run, f"cannot start the shim: {exc}", began)
+            return None
+        info = read_run(layout, name, run)
+        if info is None:
+            result = read_json(layout.exit(name, run)) or {}
+            message = str(
+                result.get("error")
+                or f"the shim exited with code {shim.returncode} before starting the container "
+                f"(see {layout.shim_log(name)})"
+            )
+            self._start_failed(state, name, init, run, message, began)
+            return None
+        state.runs[name] = info
+        record.process = dataclasses.asdict(info)
+        record.log_path = str(layout.log(name, run))
+        record.state, record.reason, record.message = "running", "", ""
+        record.started_at = info.started_at
+        record.container_id = container_id(state.record.uid, name, run, info.started_at)
+        record.started = not container.get("startupProbe")
+        record.ready = record.started and not container.get("readinessProbe") and not init
+        self._changed(state)
+        return info
+
+    def _start_failed(
+        self, state: _Pod, name: str, init: bool, run: int, message: str, began: float
+    ) -> None:
+        terminated = {
+            "exitCode": START_ERROR_CODE,
+            "reason": "StartError",
+            "message": message,
+            "startedAt": timestamp(began),
+            "finishedAt": timestamp(time.time()),
+        }
+        record = state.record.containers[name]
+        record.processed_run = run
+        record.container_id = ""
+        record.process = None
+        state.runs.pop(name, None)
+        log.info(
+            "process provider: container %s of %s could not start: %s",
+            name,
+            state.record.key,
+            message,
+        )
+        self._after_exit(state, name, init, terminated, run, 0.0, start_error=message)
+
+    async def _wait_exit(self, state: _Pod, name: str, run: RunInfo) -> dict[str, Any]:
+        exit_path = state.layout.exit(name, run.run)
+        while True:
+            result = await asyncio.to_thread(read_json, exit_path)
+            if result is not None:
+                return result
+            if not run.shim_alive():
+                result = await asyncio.to_thread(read_json, exit_path)
+                return result if result is not None else await self._orphaned(state, name, run)
+            await _wait_pid(run.shim_pid, run.shim_start, 5.0)
+
+    async def _collect_exit(self, state: _Pod, name: str, run: int) -> dict[str, Any]:
+        """How a run ended whose shim is gone (adoption after an agent restart)."""
+        result = read_json(state.layout.exit(name, run))
+        if result is not None:
+            return result
+        info = read_run(state.layout, name, run)
+        if info is None:
+            return {
+                "run": run,
+                "exit_code": START_ERROR_CODE,
+                "error": "the agent stopped while starting the container",
+                "started_at": time.time(),
+                "finished_at": time.time(),
+            }
+        return await self._orphaned(state, name, info)
+
+    async def _orphaned(self, state: _Pod, name: str, run: RunInfo) -> dict[str, Any]:
+        """The shim died without an exit record: kill what is left of the container."""
+        log.warning(
+            "process provider: the shim of container %s of %s died; killing the container",
+            name,
+            state.record.key,
+        )
+        _signal_group(run, signal.SIGKILL)
+        for _ in range(50):
+            if not run.container_alive():
+                break
+            await asyncio.sleep(0.02)
+        return {
+            "run": run.run,
+            "exit_code": 137,
+            "signal": signal.SIGKILL,
+            "started_at": run.started_at,
+            "finished_at": time.time(),
+            "reason": "ContainerStatusUnknown",
+            "message": "the container's shim ended without recording how the container exited",
+        }
+
+    def _account(self, state: _Pod, name: str, init: bool, result: dict[str, Any]) -> None:
+        """Record how a run ended and decide what comes next."""
+        record = state.record.containers[name]
+        run = int(result.get("run") or record.run)
+        started = float(result.get("started_at") or time.time())
+        finished = float(result.get("finished_at") or time.time())
+        state.runs.pop(name, None)
+        record.process = None
+        if result.get("error"):
+            state.kill_messages.pop(name, None)
+            self._start_failed(state, name, init, run, str(result["error"]), started)
+            return
+        code = int(result.get("exit_code") or 0)
+        container = state.container(name)
+        reason = str(result.get("reason") or "")
+        if not reason:
+            reason = (
+                "OOMKilled" if result.get("oom_killed") else "Completed" if code == 0 else "Error"
+            )
+        message = state.kill_messages.pop(name, None) or str(result.get("message") or "")
+        if not message:
+            message = self._termination_message(state, name, container, run, code)
+        terminated: dict[str, Any] = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": timestamp(started),
+            "finishedAt": timestamp(finished),
+        }
+        if result.get("signal"):
+            terminated["signal"] = int(result["signal"])
+        if message:
+            terminated["message"] = message
+        if record.container_id:
+            terminated["containerID"] = f"process://{record.container_id}"
+        record.processed_run = run
+        self._after_exit(state, name, init, terminated, run, finished - started)
+
+    def _termination_message(
+        self, state: _Pod, name: str, container: dict[str, Any], run: int, code: int
+    ) -> str:
+        spec_data = read_json(state.layout.spec(name, run)) or {}
+        env = spec_data.get("env") or {}
+        path = Path(str(env.get("VK_TERMINATION_MESSAGE_PATH") or state.layout.termination(name)))
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_TERMINATION_MESSAGE)
+        except OSError:
+            data = b""
+        message = data.decode("utf-8", "replace")
+        policy = container.get("terminationMessagePolicy") or "File"
+        if not message.strip() and code != 0 and policy == "FallbackToLogsOnError":
+            message = fallback_message(state.layout.log(name, run))
+        return message
+
+    def _after_exit(
+        self,
+        state: _Pod,
+        name: str,
+        init: bool,
+        terminated: dict[str, Any],
+        run: int,
+        ran_for: float,
+        start_error: str | None = None,
+    ) -> None:
+        record = state.record.containers[name]
+        code = int(terminated["exitCode"])
+        policy = state.policy()
+        forced = name in state.restart_now
+        state.restart_now.discard(name)
+        if state.halted:
+            restart = False
+        elif forced:
+            restart = True
+        elif init:
+            restart = code != 0 and policy != "Never"
+        else:
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+        record.ready = record.started = False
+        if not restart:
+            record.state, record.terminated = "terminated", terminated
+            record.reason = record.message = ""
+            record.ready = init and code == 0
+            self._changed(state)
+            return
+        record.last_terminated, record.last_run = terminated, run
+        base = self.config.restart_backoff_seconds
+        if forced:
+            delay = 0.0
+        else:
+            if ran_for >= self.config.backoff_reset_seconds:
+                record.backoff = 0.0
+            # As the kubelet: the first restart is immediate, then 10 s, 20 s, ... up to 300 s.
+            delay = record.backoff
+            record.backoff = (
+                base if delay == 0 else min(delay * 2, self.config.max_restart_backoff_seconds)
+            )
+        record.backoff_until = time.time() + delay if delay > 0 else None
+        record.state = "waiting"
+        if start_error is not None:
+            record.reason, record.message = "RunContainerError", start_error
+        elif delay > 0:
+            meta = state.record.pod["metadata"]
+            record.reason = "CrashLoopBackOff"
+            record.message = (
+                f"back-off {go_duration(delay)} restarting failed container={name} "
+                f"pod={meta['name']}_{meta['namespace']}({meta['uid']})"
+            )
+        else:
+            record.reason, record.message = "ContainerCreating", ""
+        self._changed(state)
+
+    # --- probes and killing -----------------------------------------------------------------------
+
+    def _exec_fn(
+        self, state: _Pod, name: str
+    ) -> Callable[[list[str], float], Awaitable[tuple[int, bytes]]]:
+        async def run(argv: list[str], timeout: float) -> tuple[int, bytes]:
+            return await self._exec_capture(state, name, argv, timeout)
+
+        return run
+
+    def _start_probes(self, state: _Pod, name: str, run: RunInfo) -> list[asyncio.Task[None]]:
+        container = state.container(name)
+        record = state.record.containers[name]
+        startup = container.get("startupProbe")
+        readiness = container.get("readinessProbe")
+        liveness = container.get("livenessProbe")
+        started = asyncio.Event()
+        if record.started or not startup:
+            started.set()
+        exec_fn = self._exec_fn(state, name)
+
+        def check(probe: dict[str, Any]) -> Callable[[float], Awaitable[tuple[bool, str]]]:
+            async def run_check(timeout: float) -> tuple[bool, str]:
+                return await self.handlers.run(probe, container, timeout, exec_fn)
+
+            return run_check
+
+        def current() -> bool:
+            return state.runs.get(name) is run
+
+        def on_startup(ok: bool, message: str) -> None:
+            if not current():
+                return
+            if ok:
+                record.started = True
+                if not readiness:
+                    record.ready = True
+                started.set()
+                self._changed(state)
+            else:
+                self._probe_kill(state, name, run, startup or {}, "startup")
+
+        def on_readiness(ok: bool, message: str) -> None:
+            if current() and record.started and record.ready != ok:
+                record.ready = ok
+                self._changed(state)
+
+        def on_liveness(ok: bool, message: str) -> None:
+            if current() and not ok:
+                self._probe_kill(state, name, run, liveness or {}, "liveness")
+
+        async def after_start(probe: dict[str, Any], report: Callable[[bool, str], None]) -> None:
+            await started.wait()
+            await probe_loop(probe, check(probe), run.started_at, report)
+
+        tasks: list[asyncio.Task[None]] = []
+        if startup and not record.started:
+            tasks.append(
+                asyncio.create_task(
+                    probe_loop(
+                        startup, check(startup), run.started_at, on_startup, until_success=True
+                    )
+                )
+            )
+        if readiness:
+            tasks.append(asyncio.create_task(after_start(readiness, on_readiness)))
+        if liveness:
+            tasks.append(asyncio.create_task(after_start(liveness, on_liveness)))
+        return tasks
+
+    def _probe_kill(
+        self, state: _Pod, name: str, run: RunInfo, probe: dict[str, Any], kind: str
+    ) -> None:
+        if name in state.kill_messages or state.halted:
+            return
+        message = f"Container {name} failed {kind} probe, will be restarted"
+        log.info("process provider: pod %s: %s", state.record.key, message)
+        state.kill_messages[name] = message
+        grace = probe.get("terminationGracePeriodSeconds")
+        seconds = float(grace) if grace is not None else state.grace()
+        state.spawn(self._kill(state, name, run, time.time() + seconds))
+
+    async def _kill(self, state: _Pod, name: str, run: RunInfo, deadline: float) -> None:
+        """preStop hook, SIGTERM to the process group, SIGKILL once `deadline` passed."""
+        container = state.container(name)
+        pre_stop = (container.get("lifecycle") or {}).get("preStop")
+        if isinstance(pre_stop, dict) and run.container_alive():
+            remaining = deadline - time.time()
+            if remaining > 0:
+                try:
+                    async with asyncio.timeout(remaining):
+                        ok, _ = await self.handlers.run(
+                            pre_stop, container, remaining, self._exec_fn(state, name)
+                        )
+                    if not ok:
+                        log.info(
+                            "process provider: preStop hook of %s in %s failed",
+                            name,
+                            state.record.key,
+                        )
+                except TimeoutError:
+                    log.info(
+                        "process provider: preStop hook of %s in %s did not finish in time",
+                        name,
+                        state.record.key,
+                    )
+                except InvalidInput:
+                    pass  # the container exited meanwhile
+        _signal_group(run, signal.SIGTERM)
+        while run.container_alive() and (remaining := deadline - time.time()) > 0:
+            await _wait_pid(run.pid, run.pid_start, min(remaining, 1.0))
+        if run.container_alive():
+            _signal_group(run, signal.SIGKILL)
+
+    def _deletion_deadline(self, state: _Pod) -> float:
+        deadline = state.record.deletion_deadline
+        return deadline if deadline is not None else time.time() + state.grace()
+
+    async def _terminate(self, state: _Pod) -> None:
+        """Graceful deletion: stop everything, report the final status, forget the pod."""
+        record = state.record
+        state.halted = True
+        state.wake.set()
+        deadline = self._deletion_deadline(state)
+        await asyncio.gather(
+            *(self._kill(state, name, run, deadline) for name, run in list(state.runs.items())),
+            return_exceptions=True,
+        )
+        if state.task is not None:
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(state.task), max(deadline - time.time(), 0) + 10
+                )
+            except TimeoutError:
+                log.warning("process provider: %s did not stop in time; forgetting it", record.key)
+            except Exception:
+                log.exception("process provider: supervising %s failed", record.key)
+        app = [record.containers[str(c["name"])] for c in containers_of(record.pod, "containers")]
+        for container in record.containers.values():
+            if container.state == "waiting" and container.last_terminated is not None:
+                container.state, container.terminated = "terminated", container.last_terminated
+                container.reason = container.message = ""
+            container.ready = container.started = False
+        if record.phase not in TERMINAL:
+            failed = any(
+                c.state == "terminated" and (c.terminated or {}).get("exitCode") != 0 for c in app
+            )
+            record.phase = "Failed" if failed else "Succeeded"
+        public = self._public(state)
+        state.gone = True
+        self._pods.pop(record.uid, None)
+        await _finish(list(state.tasks))
+        if self._notify is not None:
+            self._notify(public)
+        await asyncio.to_thread(self._clean_up, state)
+
+    def _clean_up(self, state: _Pod) -> None:
+        state.layout.remove()
+        if self.cgroups is not None:
+            self.cgroups.remove_pod(state.record.uid)
+
+    async def _deadline(self, state: _Pod, seconds: float) -> None:
+        """activeDeadlineSeconds: past it, the pod is killed and Failed (DeadlineExceeded)."""
+        record = state.record
+        started = _epoch(record.start_time)
+        await asyncio.sleep(max(started + seconds - time.time(), 0))
+        if record.phase is not None or state.halted:
+            return
+        record.phase, record.reason = "Failed", "DeadlineExceeded"
+        record.message = "Pod was active on the node longer than the specified deadline"
+        state.halted = True
+        state.wake.set()
+        self._changed(state)
+        deadline = time.time() + state.grace()
+        await asyncio.gather(
+            *(self._kill(state, name, run, deadline) for name, run in list(state.runs.items())),
+            return_exceptions=True,
+        )
+
+    # --- exec -------------------------------------------------------------------------------------
+
+    async def _exec_process(
+        self,
+        state: _Pod,
+        name: str,
+        argv: list[str],
+        *,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        tty: bool = False,
+    ) -> asyncio.subprocess.Process:
+        """Start `argv` in the container's env, working directory, mounts and cgroups."""
+        run = state.runs.get(name)
+        if run is None or not run.container_alive():
+            raise InvalidInput(f'container "{name}" is not running')
+        args = [sys.executable, "-m", SHIM, "exec", str(state.layout.spec(name, run.run))]
+        fds: list[int] = []
+        try:
+            if self.bind:
+                try:
+                    fds.append(os.open(f"/proc/{run.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC))
+                except OSError:
+                    raise InvalidInput(f'container "{name}" is not running') from None
+                if not run.container_alive():  # the pid was reused between the checks
+                    raise InvalidInput(f'container "{name}" is not running')
+                args += ["--ns-fd", str(fds[0])]
+            if tty:
+                args.append("--tty")
+            args += ["--", *argv]
+            return await asyncio.create_subprocess_exec(
+                *args,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+                pass_fds=fds,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    async def _exec_capture(
+        self, state: _Pod, name: str, argv: list[str], timeout: float
+    ) -> tuple[int, bytes]:
+        """Run a probe or hook command; its exit code and combined output. TimeoutError if it
+        takes longer than `timeout` (it is killed then)."""
+        process = await self._exec_process(
+            state,
+            name,
+            argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
+        finally:
+            await _reap(process)
+        return _exit_code(process.returncode or 0), output
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        state, _ = self._container(namespace, pod, container)
+        if not command:
+            raise InvalidInput("empty command")
+        if io.tty:
+            return await self._exec_tty(state, container, command, io)
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        process = await self._exec_process(
+            state,
+            container,
+            command,
+            stdin=pipe if io.stdin is not None else devnull,
+            stdout=pipe if io.stdout is not None else devnull,
+            stderr=pipe if io.stderr is not None else devnull,
+        )
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            pumps = []
+            if io.stdout is not None and process.stdout is not None:
+                pumps.append(asyncio.create_task(_copy_out(process.stdout, io.stdout)))
+            if io.stderr is not None and process.stderr is not None:
+                pumps.append(asyncio.create_task(_copy_out(process.stderr, io.stderr)))
+            tasks.extend(pumps)
+            if io.stdin is not None and process.stdin is not None:
+                tasks.append(asyncio.create_task(_feed(io.stdin, process.stdin)))
+            code = await process.wait()
+            if pumps:
+                await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
+            for pump in pumps:
+                if pump.done() and not pump.cancelled() and (error := pump.exception()):
+                    raise error
+            return _exit_code(code)
+        finally:
+            await _finish(tasks)
+            await _reap(process)
+
+    async def _exec_tty(self, state: _Pod, name: str, command: list[str], io: ContainerIO) -> int:
+        master, slave = os.openpty()
+        try:
+            try:
+                process = await self._exec_process(
+                    state, name, command, stdin=slave, stdout=slave, stderr=slave, tty=True
+                )
+            finally:
+                os.close(slave)
+        except BaseException:
+            os.close(master)
+            raise
+        os.set_blocking(master, False)
+        output = io.stdout or io.stderr
+
+        async def pump_out() -> None:
+            while data := await _read_fd(master):
+                if output is not None:
+                    await output.write(data)
+
+        async def pump_in() -> None:
+            assert io.stdin is not None
+            while data := await io.stdin.read(65536):
+                await _write_fd(master, data)
+
+        async def resize() -> None:
+            assert io.resize is not None
+            async for size in io.resize:
+                winsize = struct.pack("HHHH", size.height, size.width, 0, 0)
+                fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
+
+        reader = asyncio.create_task(pump_out())
+        tasks = [reader]
+        if io.stdin is not None:
+            tasks.append(asyncio.create_task(pump_in()))
+        if io.resize is not None:
+            tasks.append(asyncio.create_task(resize()))
+        try:
+            code = await process.wait()
+            await asyncio.wait([reader], timeout=DRAIN_SECONDS)
+            return _exit_code(code)
+        finally:
+            await _finish(tasks)
+            await _reap(process)
+            os.close(master)
+
+    # --- attach, logs, port-forward ---------------------------------------------------------------
+
+    async def attach_to_container(
+        self, namespace: str, pod: str, container: str, io: ContainerIO
+    ) -> int | None:
+        state, _ = self._container(namespace, pod, container)
+        run = state.runs.get(container)
+        if run is None:
+            raise InvalidInput(f'container "{container}" is not running')
+        wants_stdin = bool(state.container(container).get("stdin"))
+        follower = Follower.at_end(state.layout.log(container, run.run))
+
+        async def show() -> None:
+            while True:
+                ended = state.runs.get(container) is not run
+                for stream, data in follower.read_raw():
+                    target = io.stdout
+                    if stream == b"stderr" and io.stderr is not None:
+                        target = io.stderr
+                    if target is not None:
+                        await target.write(data)
+                if ended:
+                    return
+                await asyncio.sleep(0.1)
+
+        async def feed() -> None:
+            assert io.stdin is not None
+            if not wants_stdin:
+                while await io.stdin.read(65536):
+                    pass  # the container has no stdin: what is typed goes nowhere
+                return
+            writer = await _open_fifo(state.layout.fifo(container))
+            await _feed(io.stdin, writer)
+
+        viewer = asyncio.create_task(show())
+        tasks: list[asyncio.Task[None]] = [viewer]
+        if io.stdin is not None:
+            tasks.append(asyncio.create_task(feed()))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if (error := task.exception()) is not None:
+                    raise error
+        finally:
+            await _finish(tasks)
+            follower.close()
+        if state.runs.get(container) is run:
+            return None
+        result = read_json(state.layout.exit(container, run.run)) or {}
+        code = result.get("exit_code")
+        return int(code) if code is not None else None
+
+    async def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        state, record = self._container(namespace, pod, container)
+        if options.previous:
+            run = record.last_run
+            if not run or not state.layout.log(container, run).exists():
+                raise InvalidInput(
+                    f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+        elif record.state in ("running", "terminated") and record.run:
+            run = record.run
+        elif record.last_run:
+            run = record.last_run
+        else:
+            raise InvalidInput(
+                f'container "{container}" in pod "{pod}" is waiting to start: '
+                f"{record.reason or 'ContainerCreating'}"
+            )
+
+        def running() -> bool:
+            live = state.runs.get(container)
+            return not state.gone and live is not None and live.run == run
+
+        async for chunk in stream_log(state.layout.log(container, run), options, running):
+            yield chunk
+
+    async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
+        if self._by_name(namespace, pod) is None:
+            raise NotFound(f"pod {namespace}/{pod} not found")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot connect to port {port} of pod {namespace}/{pod} (127.0.0.1:{port}): "
+                f"{exc.strerror or exc}"
+            ) from None
+
+        async def upstream() -> None:
+            while data := await stream.read(65536):
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+
+        sender = asyncio.create_task(upstream())
+        try:
+            while data := await reader.read(65536):
+                await stream.write(data)
+            await stream.close()
+        finally:
+            await _finish([sender])
+            writer.close()
+
+    # --- stats and the node -----------------------------------------------------------------------
+
+    async def get_stats_summary(self) -> dict[str, Any]:
+        refs = []
+        for state in list(self._pods.values()):
+            if state.gone:
+                continue
+            meta = state.record.pod["metadata"]
+            containers = [
+                ContainerRef(name, run.pgid, run.started_at, f"{state.record.uid}/{name}/{run.run}")
+                for name, run in state.runs.items()
+            ]
+            refs.append(
+                PodRef(
+                    name=str(meta["name"]),
+                    namespace=str(meta["namespace"]),
+                    uid=state.record.uid,
+                    start_time=state.record.start_time,
+                    containers=containers,
+                )
+            )
+        async with self._stats_lock:
+            return await asyncio.to_thread(self.stats.sample, self.context.node_name, refs)
+
+    async def configure_node(self, node: Node) -> None:
+        details = await asyncio.to_thread(_host_details, self.context.state_dir)
+        resources = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{details['memory'] // 1024}Ki",
+            "pods": str(self.config.pods),
+            "ephemeral-storage": f"{details['storage'] // 1024}Ki",
+        }
+        status = node.setdefault("status", {})
+        status["capacity"] = dict(resources)
+        status["allocatable"] = dict(resources)
+        info = status.setdefault("nodeInfo", {})
+        info["containerRuntimeVersion"] = f"process://{__version__}"
+        info["kernelVersion"] = os.uname().release
+        info["osImage"] = details["os_image"]
+        for key in ("machineID", "bootID"):
+            if details.get(key):
+                info[key] = details[key]
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # our own child: its pid cannot be reused yet
+        await process.wait()
+
+
+async def _open_fifo(path: Path) -> asyncio.StreamWriter:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT):
+            raise InvalidInput("the container is not reading its stdin") from None
+        raise
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", buffering=0)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _succeeded(record: ContainerRecord) -> bool:
+    return record.state == "terminated" and (record.terminated or {}).get("exitCode") == 0
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _host_details(state_dir: Path) -> dict[str, Any]:
+    details: dict[str, Any] = {"memory": memory_total(), "storage": 0, "os_image": "Linux"}
+    target = state_dir if state_dir.exists() else Path("/")
+    with contextlib.suppress(OSError):
+        fs = os.statvfs(target)
+        details["storage"] = fs.f_blocks * fs.f_frsize
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                details["os_image"] = line.split("=", 1)[1].strip().strip('"')
+    for key, path in (
+        ("machineID", "/etc/machine-id"),
+        ("bootID", "/proc/sys/kernel/random/boot_id"),
+    ):
+        with contextlib.suppress(OSError):
+            details[key] = Path(path).read_text().strip()
+    return details

@@ -1,0 +1,655 @@
+"""The process provider's shim: one small program per container run, like CRI-O's conmon.
+
+    python -m virtual_kubelet.providers.process.shim run SPEC.json
+    python -m virtual_kubelet.providers.process.shim exec SPEC.json [--ns-fd N] [--tty] -- ARGV...
+    python -m virtual_kubelet.providers.process.shim probe-mounts DIR
+
+`run` daemonises (the first process exits as soon as the container has been started, or has failed
+to start), optionally enters a private mount namespace with the container's bind mounts, forks and
+execs the container's command in a new session (so its process group id is its pid), and then:
+reads the command's stdout/stderr (or its pty) and writes them to the log file in the CRI format
+`<RFC3339Nano> stdout|stderr F|P <text>` with size rotation, feeds a stdin FIFO into it when asked,
+waits for it, kills what is left of its process group once it exited (as a container runtime does
+when a container's first process dies), and writes an exit record. The state file it writes at
+start names the shim and the container (pid, process group, /proc start times), so a restarted
+agent can find and adopt both. The command dies with its shim (PR_SET_PDEATHSIG): without the
+shim nobody would record its exit or read its output, so it must not linger as an orphan.
+
+`exec` turns itself into a command run "inside" a container (`kubectl exec`, exec probes and
+hooks): same env, working directory, mount namespace (entered through an fd passed by the agent),
+cgroups and limits; with `--tty` its stdin must be a pty, which becomes its controlling terminal.
+
+`probe-mounts` checks once whether this host lets us create mount namespaces and bind mounts.
+
+This program must not depend on the agent while it runs: no pipes or sockets to it, no imports
+beyond the standard library (it starts quickly and keeps working whatever happens to the agent),
+and it never reads or logs the container's environment except to pass it to the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import json
+import os
+import resource
+import selectors
+import signal
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+PR_SET_PDEATHSIG = 1
+
+#: Longest P(artial) record; longer unterminated output is split into several.
+MAX_LINE = 16 * 1024
+#: After the command exited, how long output from processes that escaped its group may drain.
+DRAIN_SECONDS = 2.0
+#: The exit code reported when the command could not be started (what runc uses).
+START_ERROR_CODE = 128
+
+
+class StartError(Exception):
+    """The container's command could not be started; the message is shown to the user."""
+
+
+# --- small helpers (shared with the agent, which imports this module) ----------------------------
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None
+    if it does not exist or is a zombie. Together with the pid it identifies a process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, ticks: int | None) -> bool:
+    """Whether process `pid` still is the one that started at `ticks` (pid reuse safe)."""
+    return bool(pid) and ticks is not None and start_ticks(int(pid or 0)) == ticks
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically replace `path` (readers see the old or the new file, never half of one)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(temporary, path)
+
+
+def rfc3339nano(ns: int | None = None) -> bytes:
+    seconds, fraction = divmod(time.time_ns() if ns is None else ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%09dZ" % fraction
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The interpreter is linked against libc: no library search (which may run ldconfig).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_void_p,
+    ]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.prctl.argtypes = [
+        ctypes.c_int,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+    ]
+    return libc
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def _mount(libc: ctypes.CDLL, source: str | None, target: str, flags: int) -> None:
+    _check(
+        libc.mount(source.encode() if source else None, target.encode(), None, flags, None),
+        f"mount {source or ''} on {target}",
+    )
+
+
+def enter_private_mount_namespace(libc: ctypes.CDLL) -> None:
+    """A mount namespace of our own whose mounts never propagate back to the host."""
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(libc, None, "/", MS_REC | MS_PRIVATE)
+
+
+def bind_mounts(libc: ctypes.CDLL, mounts: list[dict[str, Any]]) -> None:
+    """Bind each source at its target (missing targets are created: a directory, or an empty file
+    for a file source) and remount read-only where asked. Parents come before children."""
+    for entry in sorted(mounts, key=lambda m: str(m["target"]).count("/")):
+        source, target = str(entry["source"]), str(entry["target"])
+        try:
+            if entry.get("file"):
+                os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
+                if not os.path.lexists(target):
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+            else:
+                os.makedirs(target, exist_ok=True)
+            _mount(libc, source, target, MS_BIND | MS_REC)
+            if entry.get("read_only"):
+                _mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        except OSError as exc:
+            message = f"error mounting {source!r} to rootfs at {target!r}: {exc.strerror or exc}"
+            if entry.get("optional"):
+                print(f"shim: {message} (skipped)", file=sys.stderr)
+                continue
+            raise StartError(message) from None
+
+
+def _reset_signals() -> None:
+    # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive exec, handled ones do not.
+    for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _join_cgroups(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+                handle.write(str(os.getpid()))
+        except OSError as exc:
+            # A limit that cannot be applied never stops the container (the agent logged why).
+            print(f"shim: cannot join cgroup {path}: {exc.strerror}", file=sys.stderr)
+
+
+def _lower_rlimits(limits: dict[str, int]) -> None:
+    for name, value in limits.items():
+        which = getattr(resource, f"RLIMIT_{name.upper()}", None)
+        if which is None:
+            continue
+        try:
+            _, hard = resource.getrlimit(which)
+            new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (new, new))
+        except (OSError, ValueError) as exc:
+            print(f"shim: cannot set RLIMIT_{name.upper()}: {exc}", file=sys.stderr)
+
+
+def exec_error(argv0: str, exc: OSError) -> tuple[int, str]:
+    """The exit code and message for a command that could not be executed (shell-like codes)."""
+    if isinstance(exc, FileNotFoundError):
+        if "/" in argv0:
+            return 127, f'exec: "{argv0}": stat {argv0}: no such file or directory'
+        return 127, f'exec: "{argv0}": executable file not found in $PATH'
+    if isinstance(exc, PermissionError):
+        return 126, f'exec: "{argv0}": permission denied'
+    return 126, f'exec: "{argv0}": {exc.strerror or exc}'
+
+
+def _chdir(cwd: str) -> None:
+    try:
+        os.makedirs(cwd, exist_ok=True)
+        os.chdir(cwd)
+    except OSError as exc:
+        raise StartError(
+            f'chdir to cwd ("{cwd}") set in config failed: {exc.strerror or exc}'
+        ) from None
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+class LogWriter:
+    """CRI log lines into a file that is rotated (one old file kept) when it grows too big."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the shim
+        self.size = self.file.tell()
+        #: Streams whose last record was a P(artial) one.
+        self.open_lines: dict[str, bool] = {}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        """Log a chunk of output: complete lines as F records; an unterminated tail at once as
+        P records (so prompts reach `kubectl attach`), which a later F record completes."""
+        stamp = rfc3339nano()
+        name = stream.encode()
+        *lines, rest = data.split(b"\n")
+        records = [b"%s %s F %s\n" % (stamp, name, line) for line in lines]
+        for start in range(0, len(rest), MAX_LINE):
+            records.append(b"%s %s P %s\n" % (stamp, name, rest[start : start + MAX_LINE]))
+        self.open_lines[stream] = bool(rest)
+        self._write(records)
+
+    def flush(self) -> None:
+        """End every stream's unterminated line (its output ended without a newline)."""
+        stamp = rfc3339nano()
+        self._write([b"%s %s F \n" % (stamp, s.encode()) for s, o in self.open_lines.items() if o])
+        self.open_lines.clear()
+
+    def _write(self, records: list[bytes]) -> None:
+        """Append whole records, rotating first whenever the next one would not fit."""
+        batch: list[bytes] = []
+        size = self.size
+        for record in records:
+            if size and size + len(record) > self.max_bytes:
+                self._append(batch)
+                batch, size = [], 0
+                self._rotate()
+            batch.append(record)
+            size += len(record)
+        self._append(batch)
+
+    def _append(self, batch: list[bytes]) -> None:
+        if batch:
+            data = b"".join(batch)
+            self.file.write(data)
+            self.size += len(data)
+
+    def _rotate(self) -> None:
+        self.file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self.size = 0
+
+
+class _Stdin:
+    """Copies the stdin FIFO (written by `kubectl attach`) into the command's stdin without ever
+    blocking the shim: what the command has not read yet is buffered, up to a limit."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, fifo: str, target: int, once: bool) -> None:
+        self.fifo, self.target, self.once = fifo, target, once
+        self.pending = b""
+        self.fd: int | None = None
+        self.paused = False
+        self.done = False
+        os.set_blocking(target, False)
+
+    def open(self, selector: selectors.BaseSelector) -> None:
+        # Non-blocking: a FIFO without writers then reads as "nothing yet", not as EOF.
+        self.fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        selector.register(self.fd, selectors.EVENT_READ, "stdin")
+
+    def readable(self, selector: selectors.BaseSelector) -> None:
+        assert self.fd is not None
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            self.pending += data
+            self.flush(selector)
+            return
+        # The writer (one attach session) went away: stdinOnce closes the command's stdin.
+        self._close_fifo(selector)
+        if self.once:
+            self.done = True
+            self.flush(selector)
+        else:
+            self.open(selector)
+
+    def flush(self, selector: selectors.BaseSelector) -> None:
+        if self.target < 0:
+            self.pending = b""
+            return
+        written = 0
+        try:
+            written = os.write(self.target, self.pending) if self.pending else 0
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.pending = b""  # the command closed its stdin: what it did not read is lost
+        self.pending = self.pending[written:]
+        registered = self.target in selector.get_map()
+        if self.pending and not registered:
+            selector.register(self.target, selectors.EVENT_WRITE, "stdin-target")
+        elif not self.pending and registered:
+            selector.unregister(self.target)
+        if self.fd is not None and not self.paused and len(self.pending) > self.LIMIT:
+            selector.unregister(self.fd)  # back-pressure: read on once the command caught up
+            self.paused = True
+        elif self.fd is not None and self.paused and len(self.pending) <= self.LIMIT:
+            selector.register(self.fd, selectors.EVENT_READ, "stdin")
+            self.paused = False
+        if self.done and not self.pending:
+            self.stop(selector)
+
+    def _close_fifo(self, selector: selectors.BaseSelector) -> None:
+        if self.fd is not None:
+            if not self.paused:
+                selector.unregister(self.fd)
+            os.close(self.fd)
+            self.fd, self.paused = None, False
+
+    def stop(self, selector: selectors.BaseSelector) -> None:
+        self._close_fifo(selector)
+        if self.target >= 0:
+            if self.target in selector.get_map():
+                selector.unregister(self.target)
+            os.close(self.target)
+            self.target = -1
+
+
+def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
+    """Fork and exec the container's command; raise StartError if it could not be started."""
+    argv: list[str] = list(spec["argv"])
+    env: dict[str, str] = dict(spec["env"])
+    error_read, error_write = os.pipe()  # close-on-exec: EOF without data means exec succeeded
+    shim = os.getpid()
+    _libc()  # loaded before the fork: the child only calls into it
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(error_read)
+            # Without its shim nobody records the container's exit or reads its output: it dies
+            # with the shim rather than linger as an orphan.
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != shim:
+                os._exit(START_ERROR_CODE)
+            os.setsid()
+            _join_cgroups(list(spec.get("cgroups") or []))
+            _lower_rlimits(dict(spec.get("rlimits") or {}))
+            for target, source in enumerate(stdio):
+                os.dup2(source, target)
+            if tty:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            _chdir(str(spec["cwd"]))
+            _reset_signals()
+            if not argv:
+                raise StartError("no command specified")
+            try:
+                os.execvpe(argv[0], argv, env)
+            except OSError as exc:
+                raise StartError(exec_error(argv[0], exc)[1]) from None
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(OSError):
+                os.write(error_write, message.encode()[:4096])
+            os._exit(START_ERROR_CODE)
+    os.close(error_write)
+    chunks = []
+    while chunk := os.read(error_read, 4096):
+        chunks.append(chunk)
+    os.close(error_read)
+    if chunks:
+        os.waitpid(pid, 0)
+        raise StartError(b"".join(chunks).decode(errors="replace"))
+    return pid
+
+
+def _oom_kills(cgroups: list[str]) -> int:
+    total = 0
+    for path in cgroups:
+        try:
+            with open(os.path.join(path, "memory.oom_control")) as handle:
+                for line in handle:
+                    if line.startswith("oom_kill "):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run(spec_path: Path) -> NoReturn:
+    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    state_path, exit_path = Path(spec["state_path"]), Path(spec["exit_path"])
+    ready_read, ready_write = os.pipe()
+    if os.fork() != 0:
+        # First stage: the agent waits for us; we exit once the daemon started the command.
+        os.close(ready_write)
+        ok = os.read(ready_read, 1) == b"1"
+        os._exit(0 if ok else 1)
+    os.close(ready_read)
+    os.setsid()  # the daemon: its own session, no ties to the agent's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    started = time.time()
+    try:
+        if spec.get("mounts") is not None:
+            libc = _libc()
+            try:
+                enter_private_mount_namespace(libc)
+            except OSError as exc:
+                raise StartError(f"cannot create a mount namespace: {exc.strerror}") from None
+            bind_mounts(libc, list(spec["mounts"]))
+        log = LogWriter(Path(spec["log_path"]), int(spec["log_max_bytes"]))
+        fifo = spec.get("stdin_fifo")
+        if fifo and not os.path.exists(fifo):
+            os.mkfifo(fifo, 0o600)
+        stdin_target = -1
+        if spec.get("tty"):
+            master, slave = os.openpty()
+            stdio = (slave, slave, slave)
+            outputs = {master: "stdout"}
+            if fifo:
+                stdin_target = os.dup(master)  # registered apart from the output side
+        else:
+            out_read, out_write = os.pipe()
+            err_read, err_write = os.pipe()
+            if fifo:
+                stdin_read, stdin_target = os.pipe()
+            else:
+                stdin_read = os.open(os.devnull, os.O_RDONLY)
+            stdio = (stdin_read, out_write, err_write)
+            outputs = {out_read: "stdout", err_read: "stderr"}
+        oom_before = _oom_kills(list(spec.get("cgroups") or []))
+        started = time.time()
+        pid = _spawn(spec, stdio, bool(spec.get("tty")))
+        for fd in set(stdio):
+            os.close(fd)
+    except (StartError, OSError) as exc:
+        message = str(exc) if isinstance(exc, StartError) else f"shim: {exc}"
+        write_json(
+            exit_path,
+            {
+                "run": spec["run"],
+                "exit_code": START_ERROR_CODE,
+                "signal": None,
+                "started_at": started,
+                "finished_at": time.time(),
+                "error": message,
+                "oom_killed": False,
+            },
+        )
+        os.write(ready_write, b"1")
+        os._exit(0)
+    write_json(
+        state_path,
+        {
+            "run": spec["run"],
+            "shim_pid": os.getpid(),
+            "shim_start": start_ticks(os.getpid()),
+            "pid": pid,
+            "pgid": pid,
+            "pid_start": start_ticks(pid),
+            "started_at": started,
+        },
+    )
+    os.write(ready_write, b"1")
+    os.close(ready_write)
+    status = _supervise(spec, pid, log, outputs, stdin_target)
+    finished = time.time()
+    code = os.waitstatus_to_exitcode(status)
+    signum = -code if code < 0 else None
+    oom = _oom_kills(list(spec.get("cgroups") or [])) > oom_before
+    write_json(
+        exit_path,
+        {
+            "run": spec["run"],
+            "exit_code": 128 + signum if signum is not None else code,
+            "signal": signum,
+            "started_at": started,
+            "finished_at": finished,
+            "error": None,
+            "oom_killed": oom,
+        },
+    )
+    os._exit(0)
+
+
+def _supervise(
+    spec: dict[str, Any],
+    pid: int,
+    log: LogWriter,
+    outputs: dict[int, str],
+    stdin_target: int,
+) -> int:
+    """Copy output to the log until the command exited and its output drained; its wait status."""
+    selector = selectors.DefaultSelector()
+    for fd, stream in outputs.items():
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ, stream)
+    feeder: _Stdin | None = None
+    if spec.get("stdin_fifo") and stdin_target >= 0:
+        feeder = _Stdin(str(spec["stdin_fifo"]), stdin_target, bool(spec.get("stdin_once")))
+        feeder.open(selector)
+    pidfd: int | None = None
+    try:
+        pidfd = os.pidfd_open(pid)
+        selector.register(pidfd, selectors.EVENT_READ, "child")
+    except (AttributeError, OSError):
+        pidfd = None  # old kernel: poll with waitpid
+    status: int | None = None
+    deadline: float | None = None
+    while True:
+        if status is None:
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = wait_status
+                deadline = time.monotonic() + DRAIN_SECONDS
+                # As when a container's first process dies: the rest of its group goes too.
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                if pidfd is not None:
+                    selector.unregister(pidfd)
+                    os.close(pidfd)
+                    pidfd = None
+                if feeder is not None:
+                    feeder.stop(selector)
+                    feeder = None
+        if status is not None and (
+            not outputs or (deadline is not None and time.monotonic() > deadline)
+        ):
+            break
+        timeout = 0.2 if pidfd is None or status is not None else None
+        for key, _ in selector.select(timeout):
+            tag = key.data
+            if tag == "child":
+                continue  # reaped at the top of the loop
+            if tag == "stdin" and feeder is not None:
+                feeder.readable(selector)
+            elif tag == "stdin-target" and feeder is not None:
+                feeder.flush(selector)
+            elif isinstance(key.fd, int) and key.fd in outputs:
+                try:
+                    data = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:  # EIO: the pty's last slave is closed
+                    if exc.errno != errno.EIO:
+                        raise
+                    data = b""
+                if data:
+                    log.feed(str(tag), data)
+                else:
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    del outputs[key.fd]
+    log.flush()
+    assert status is not None
+    return status
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+
+def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[str]) -> NoReturn:
+    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    if ns_fd is not None:
+        libc = _libc()
+        try:
+            _check(libc.setns(ns_fd, CLONE_NEWNS), "setns")
+        except OSError as exc:
+            sys.stderr.write(f"cannot enter the container's mount namespace: {exc.strerror}\n")
+            os._exit(126)
+        os.close(ns_fd)
+    _join_cgroups(list(spec.get("cgroups") or []))
+    _lower_rlimits(dict(spec.get("rlimits") or {}))
+    if tty:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    try:
+        os.chdir(str(spec["cwd"]))
+    except OSError:
+        os.chdir("/")
+    _reset_signals()
+    if not argv:
+        sys.stderr.write("exec: no command\n")
+        os._exit(126)
+    try:
+        os.execvpe(argv[0], argv, dict(spec["env"]))
+    except OSError as exc:
+        code, message = exec_error(argv[0], exc)
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# --- probe-mounts ---------------------------------------------------------------------------------
+
+
+def probe_mounts(directory: Path) -> NoReturn:
+    """Exit 0 if a private mount namespace with a bind mount works here, else say why and exit 1."""
+    try:
+        source, target = directory / "source", directory / "target"
+        source.mkdir(exist_ok=True)
+        target.mkdir(exist_ok=True)
+        libc = _libc()
+        enter_private_mount_namespace(libc)
+        _mount(libc, str(source), str(target), MS_BIND)
+        _mount(libc, None, str(target), MS_BIND | MS_REMOUNT | MS_RDONLY)
+    except OSError as exc:
+        sys.stderr.write(f"{exc.strerror or exc}\n")
+        os._exit(1)
+    os._exit(0)
+
+
+def main(args: list[str]) -> NoReturn:
+    if len(args) >= 2 and args[0] == "run":
+        run(Path(args[1]))
+    if len(args) >= 2 and args[0] == "probe-mounts":
+        probe_mounts(Path(args[1]))
+    if len(args) >= 2 and args[0] == "exec" and "--" in args:
+        split = args.index("--")
+        options, argv = args[2:split], args[split + 1 :]
+        ns_fd = int(options[options.index("--ns-fd") + 1]) if "--ns-fd" in options else None
+        exec_in_container(Path(args[1]), ns_fd, "--tty" in options, argv)
+    sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
+    os._exit(2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,479 @@
+"""The process provider end to end: real processes on this machine behind a real API server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
+from virtual_kubelet.devcluster.agent import AgentProcess
+
+from .conftest import TOLERATION, AgentFactory, condition, create, pod
+
+CONFIG = {"restart_backoff_seconds": 1, "max_restart_backoff_seconds": 8}
+
+
+def _agent(start_agent: AgentFactory, **kwargs: Any) -> AgentProcess:
+    agent = start_agent(provider="process", provider_config=kwargs.pop("config", CONFIG), **kwargs)
+    agent.approve_serving_certificate()
+    return agent
+
+
+def _pod(name: str, node: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"nodeName": node, "tolerations": [TOLERATION], "containers": containers, **spec},
+    }
+
+
+def _status(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    return (pod(cluster, namespace, name) or {}).get("status", {})
+
+
+def _container(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    statuses = _status(cluster, namespace, name).get("containerStatuses") or [{}]
+    return statuses[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_web_server_deployment_ready_port_forward_logs_exec_and_metrics(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = _agent(start_agent)
+    port = _free_port()
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web", "tier": "front"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": agent.node_name},
+                    "tolerations": [TOLERATION],
+                    "containers": [
+                        {
+                            "name": "http",
+                            "image": "python:3",
+                            "command": [
+                                "python3",
+                                "-u",
+                                "-m",
+                                "http.server",
+                                str(port),
+                                "--bind",
+                                "0.0.0.0",
+                            ],
+                            "workingDir": str(tmp_path),
+                            "ports": [{"name": "http", "containerPort": port}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/", "port": "http"},
+                                "periodSeconds": 1,
+                            },
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                },
+                                {
+                                    "name": "POD_IP",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                                },
+                                {
+                                    "name": "TIER",
+                                    "valueFrom": {
+                                        "fieldRef": {"fieldPath": "metadata.labels['tier']"}
+                                    },
+                                },
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    (tmp_path / "index.html").write_text("hello from a real process\n")
+    create(devcluster, kube_namespace, deployment)
+    devcluster.kubectl(
+        "rollout", "status", "deployment/web", "-n", kube_namespace, "--timeout=90s", timeout=120
+    )
+    (web,) = devcluster.get_json("pods", "-n", kube_namespace, "-l", "app=web")["items"]
+    name = web["metadata"]["name"]
+    assert (condition(web, "Ready") or {}).get("status") == "True"
+
+    local = _free_port()
+    env = dict(os.environ, KUBECONFIG=str(devcluster.kubeconfig))
+    forwarder = subprocess.Popen(
+        [kubectl_path(), "port-forward", "-n", kube_namespace, f"pod/{name}", f"{local}:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert forwarder.stdout is not None
+        assert b"Forwarding from" in forwarder.stdout.readline()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{local}/index.html", timeout=10).read()
+        assert page == b"hello from a real process\n"
+    finally:
+        forwarder.kill()
+        forwarder.wait(10)
+    wait_until(
+        lambda: "GET /index.html" in devcluster.kubectl("logs", name, "-n", kube_namespace).stdout,
+        30,
+        "the access log line",
+    )
+    values = dict(
+        line.split("=", 1)
+        for line in devcluster.kubectl(
+            "exec", name, "-n", kube_namespace, "--", "env"
+        ).stdout.splitlines()
+        if "=" in line
+    )
+    assert values["POD_NAME"] == name
+    assert values["POD_IP"] == web["status"]["podIP"]
+    assert values["TIER"] == "front"
+    metrics = devcluster.kubectl(
+        "get", "--raw", f"/api/v1/nodes/{agent.node_name}/proxy/metrics/resource"
+    ).stdout
+    cpu = re.search(
+        rf'^container_cpu_usage_seconds_total\{{container="http",namespace="{kube_namespace}",pod="{name}"\}} (\S+)',
+        metrics,
+        re.M,
+    )
+    memory = re.search(
+        rf'^container_memory_working_set_bytes\{{container="http",namespace="{kube_namespace}",pod="{name}"\}} (\S+)',
+        metrics,
+        re.M,
+    )
+    assert cpu
+    assert float(cpu.group(1)) > 0
+    assert memory
+    assert float(memory.group(1)) > 1_000_000
+
+
+def test_crash_loop_backs_off_and_jobs_report_exit_codes(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    node = agent.node_name
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "crasher",
+            node,
+            [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo crashing; exit 1"]}],
+        ),
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "done",
+            node,
+            [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo finished"]}],
+            restartPolicy="Never",
+        ),
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "broken",
+            node,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "echo disk full >&2; exit 3"],
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }
+            ],
+            restartPolicy="Never",
+        ),
+    )
+
+    observed: list[tuple[float, int]] = []
+
+    def crash_looping() -> bool:
+        status = _container(devcluster, kube_namespace, "crasher")
+        count = status.get("restartCount", 0)
+        if not observed or observed[-1][1] != count:
+            observed.append((time.monotonic(), count))
+        waiting = status.get("state", {}).get("waiting", {})
+        return count >= 3 and waiting.get("reason") == "CrashLoopBackOff"
+
+    wait_until(crash_looping, 90, "CrashLoopBackOff after 3 restarts")
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(observed)]
+    assert gaps[-1] > gaps[0], f"back-off did not grow: {gaps}"
+    assert (
+        _container(devcluster, kube_namespace, "crasher")["lastState"]["terminated"]["exitCode"]
+        == 1
+    )
+
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "done").get("phase") == "Succeeded",
+        60,
+        "done to succeed",
+    )
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "broken").get("phase") == "Failed",
+        60,
+        "broken to fail",
+    )
+    terminated = _container(devcluster, kube_namespace, "broken")["state"]["terminated"]
+    assert terminated["exitCode"] == 3
+    assert "disk full" in terminated["message"]
+
+
+def test_liveness_failure_restarts_the_container(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = _agent(start_agent)
+    flag = tmp_path / "healthy"
+    flag.touch()
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "sick",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "while true; do sleep 0.2; done"],
+                    "livenessProbe": {
+                        "exec": {"command": ["test", "-e", str(flag)]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                }
+            ],
+        ),
+    )
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "sick").get("phase") == "Running",
+        60,
+        "sick Running",
+    )
+    assert _container(devcluster, kube_namespace, "sick").get("restartCount", 0) == 0
+    flag.unlink()
+    wait_until(
+        lambda: _container(devcluster, kube_namespace, "sick").get("restartCount", 0) >= 1,
+        60,
+        "a restart",
+    )
+    flag.touch()
+    last = _container(devcluster, kube_namespace, "sick")["lastState"]["terminated"]
+    assert "liveness" in last.get("message", "").lower()
+
+
+def test_delete_runs_prestop_then_sigterm_and_honours_the_grace_period(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = _agent(start_agent)
+    out = tmp_path / "events"
+    out.touch()
+    shared = {"name": "shared", "hostPath": {"path": str(tmp_path)}}
+    polite = f"trap 'echo got-TERM >> {out}; exit 0' TERM; while true; do sleep 0.1; done"
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "polite",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", polite],
+                    "lifecycle": {
+                        "preStop": {"exec": {"command": ["sh", "-c", f"echo prestop >> {out}"]}}
+                    },
+                    "volumeMounts": [{"name": "shared", "mountPath": str(tmp_path)}],
+                }
+            ],
+            volumes=[shared],
+            terminationGracePeriodSeconds=30,
+        ),
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "stubborn",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+                }
+            ],
+            terminationGracePeriodSeconds=3,
+        ),
+    )
+    for name in ("polite", "stubborn"):
+        wait_until(
+            lambda n=name: _status(devcluster, kube_namespace, n).get("phase") == "Running",
+            60,
+            f"{name} Running",
+        )
+    devcluster.kubectl("delete", "pod", "polite", "-n", kube_namespace, "--wait=false")
+    wait_until(lambda: pod(devcluster, kube_namespace, "polite") is None, 30, "polite gone")
+    assert out.read_text().split() == ["prestop", "got-TERM"]
+    started = time.monotonic()
+    devcluster.kubectl("delete", "pod", "stubborn", "-n", kube_namespace, "--wait=false")
+    wait_until(lambda: pod(devcluster, kube_namespace, "stubborn") is None, 30, "stubborn gone")
+    assert 2.5 < time.monotonic() - started < 20  # SIGKILL came after the 3 s grace period
+
+
+def test_configmap_volume_is_readable_and_follows_updates(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    create(
+        devcluster,
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"mode": "fast"},
+        },
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "reader",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "while true; do sleep 1; done"],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/vk-test-config"}],
+                }
+            ],
+            volumes=[{"name": "config", "configMap": {"name": "settings"}}],
+        ),
+    )
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "reader").get("phase") == "Running",
+        60,
+        "reader Running",
+    )
+
+    def read():
+        return devcluster.kubectl(
+            "exec", "reader", "-n", kube_namespace, "--", "cat", "/etc/vk-test-config/mode"
+        ).stdout
+
+    assert read() == "fast"
+    devcluster.kubectl(
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        kube_namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"mode": "slow"}}),
+    )
+    wait_until(lambda: read() == "slow", 60, "the process to see the update")
+
+
+def test_kill_9_keeps_processes_and_restart_adopts_them(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = _agent(start_agent)
+    marker = f"vk-adopt-{secrets.token_hex(4)}"
+    pid_file = tmp_path / "pid"
+    # "$$$$" is "$$" after Kubernetes $(VAR) expansion, which turns "$$" into "$".
+    script = f"echo $$$$ > {pid_file}; exec python3 -c 'import time; time.sleep(3600)' {marker}"
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "longlived",
+            agent.node_name,
+            [{"name": "c", "image": "python", "command": ["sh", "-c", script]}],
+        ),
+    )
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "longlived").get("phase") == "Running",
+        60,
+        "Running",
+    )
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the pid file")
+    pid = int(pid_file.read_text())
+    agent.kill()
+    assert psutil.pid_exists(pid), "the process died with the agent"
+    restarted = start_agent(name=agent.node_name, provider="process", provider_config=CONFIG)
+    restarted.approve_serving_certificate()
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "longlived").get("phase") == "Running",
+        60,
+        "still Running",
+    )
+    processes = [
+        p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
+    ]
+    assert [p.pid for p in processes] == [pid], "adopted, not started again"
+    assert _container(devcluster, kube_namespace, "longlived").get("restartCount", 0) == 0
+    devcluster.kubectl("delete", "pod", "longlived", "-n", kube_namespace, "--wait=false")
+    wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        60,
+        "the process to stop",
+    )
+
+
+def test_missing_command_is_a_clear_waiting_reason(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "typo",
+            agent.node_name,
+            [{"name": "c", "image": "busybox", "command": ["no-such-program-here"]}],
+        ),
+    )
+
+    def waiting() -> dict[str, Any] | None:
+        state = _container(devcluster, kube_namespace, "typo").get("state", {})
+        return (
+            state.get("waiting")
+            if state.get("waiting", {}).get("reason") == "RunContainerError"
+            else None
+        )
+
+    reason = wait_until(waiting, 60, "RunContainerError")
+    assert "no-such-program-here" in reason["message"]
+    assert agent.process is not None
+    assert agent.process.poll() is None
