@@ -82,7 +82,7 @@ def test_web_server_deployment_ready_port_forward_logs_exec_and_metrics(
                                 "http.server",
                                 str(port),
                                 "--bind",
-                                "0.0.0.0",
+                                "$(POD_IP)",  # the pod IP only: port-forward must find it there
                             ],
                             "workingDir": str(tmp_path),
                             "ports": [{"name": "http", "containerPort": port}],

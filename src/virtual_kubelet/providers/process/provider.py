@@ -1208,13 +1208,21 @@ class ProcessProvider(Provider):
     async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
         if self._by_name(namespace, pod) is None:
             raise NotFound(f"pod {namespace}/{pod} not found")
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError as exc:
+        # The pod shares the host's network: its server may listen on loopback, on the pod IP
+        # (the node's address) or on all addresses. Try loopback first, like a kubelet dialling
+        # localhost inside the pod's network namespace, then the pod IP.
+        reader = writer = None
+        errors = []
+        for host in dict.fromkeys(("127.0.0.1", self.context.internal_ip)):
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+                break
+            except OSError as exc:
+                errors.append(f"{host}:{port}: {exc.strerror or exc}")
+        if reader is None or writer is None:
             raise RuntimeError(
-                f"cannot connect to port {port} of pod {namespace}/{pod} (127.0.0.1:{port}): "
-                f"{exc.strerror or exc}"
-            ) from None
+                f"cannot connect to port {port} of pod {namespace}/{pod} ({'; '.join(errors)})"
+            )
 
         async def upstream() -> None:
             while data := await stream.read(65536):
