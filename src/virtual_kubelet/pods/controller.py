@@ -225,7 +225,13 @@ class PodController:
                 len(running) - len(dangling),
                 len(dangling),
             )
-        await asyncio.gather(*(self._delete_dangling(p) for p in dangling))
+        limit = asyncio.Semaphore(self.settings.sync_workers)
+
+        async def delete(pod: Pod) -> None:
+            async with limit:  # as many at once as pod workers, not thousands
+                await self._delete_dangling(pod)
+
+        await asyncio.gather(*(delete(p) for p in dangling))
         for key in list(self.pods.store):
             self.sync_queue.add(key)
         return task
