@@ -6,6 +6,7 @@ streaming routes (exec, attach, port-forward) hand the upgraded connection to `s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -103,7 +104,14 @@ class KubeletApi:
             async for chunk in iterator:
                 yield chunk
 
-        await responder.stream(200, limit(all_chunks(), options))
+        try:
+            await responder.stream(200, limit(all_chunks(), options))
+        finally:
+            # A client that stops following must stop the provider's generator too.
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
 
     async def stats_summary(self, request: Request, responder: Responder) -> None:
         try:
