@@ -551,8 +551,7 @@ def test_restarted_agent_adopts_running_containers(tmp_path: Path) -> None:
         assert not (container_dir / "state.2.json").exists()  # no second process
         # Its output kept flowing into the log.
         lines = harness.log_text(pod).splitlines()
-        await asyncio.sleep(0.3)
-        assert len(harness.log_text(pod).splitlines()) > len(lines)
+        await until(lambda: len(harness.log_text(pod).splitlines()) > len(lines))
         await harness.provider.delete_pod(pod)
         deadline = time.monotonic() + 10
         while await harness.provider.get_pod("default", "survivor") is not None:
