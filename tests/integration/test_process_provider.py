@@ -185,33 +185,33 @@ def test_crash_loop_backs_off_and_jobs_report_exit_codes(
             [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo crashing; exit 1"]}],
         ),
     )
-    create(
-        devcluster,
-        kube_namespace,
-        _pod(
-            "done",
-            node,
-            [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo finished"]}],
-            restartPolicy="Never",
-        ),
-    )
-    create(
-        devcluster,
-        kube_namespace,
-        _pod(
-            "broken",
+    for job, script, policy in (
+        ("done", "echo finished", "File"),
+        ("broken", "echo disk full >&2; exit 3", "FallbackToLogsOnError"),
+    ):
+        template = _pod(
+            job,
             node,
             [
                 {
                     "name": "c",
                     "image": "busybox",
-                    "command": ["sh", "-c", "echo disk full >&2; exit 3"],
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "command": ["sh", "-c", script],
+                    "terminationMessagePolicy": policy,
                 }
             ],
             restartPolicy="Never",
-        ),
-    )
+        )
+        create(
+            devcluster,
+            kube_namespace,
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": job},
+                "spec": {"backoffLimit": 0, "template": {"spec": template["spec"]}},
+            },
+        )
 
     observed: list[tuple[float, int]] = []
 
@@ -231,17 +231,14 @@ def test_crash_loop_backs_off_and_jobs_report_exit_codes(
         == 1
     )
 
-    wait_until(
-        lambda: _status(devcluster, kube_namespace, "done").get("phase") == "Succeeded",
-        60,
-        "done to succeed",
-    )
-    wait_until(
-        lambda: _status(devcluster, kube_namespace, "broken").get("phase") == "Failed",
-        60,
-        "broken to fail",
-    )
-    terminated = _container(devcluster, kube_namespace, "broken")["state"]["terminated"]
+    def job_status(name: str) -> dict[str, Any]:
+        return dict(devcluster.get_json("job", name, "-n", kube_namespace).get("status", {}))
+
+    wait_until(lambda: job_status("done").get("succeeded") == 1, 60, "the exit-0 Job to succeed")
+    wait_until(lambda: job_status("broken").get("failed") == 1, 60, "the exit-3 Job to fail")
+    (failed,) = devcluster.get_json("pods", "-n", kube_namespace, "-l", "job-name=broken")["items"]
+    assert failed["status"]["phase"] == "Failed"
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 3
     assert "disk full" in terminated["message"]
 

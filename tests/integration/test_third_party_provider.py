@@ -56,5 +56,14 @@ def test_entry_point_provider_is_listed_and_runs_a_pod(
         60,
         "the tutorial provider to run the pod",
     )
+    # The tutorial provider has no kubelet API hooks: those routes answer 501, naming the method.
+    agent.approve_serving_certificate()
+    logs = devcluster.kubectl("logs", "greeter", "-n", kube_namespace, check=False)
+    assert logs.returncode != 0
+    assert "get_container_logs is not implemented by the HelloProvider provider" in logs.stderr
+    summary = devcluster.kubectl(
+        "get", "--raw", f"/api/v1/nodes/{agent.node_name}/proxy/stats/summary", check=False
+    )
+    assert "get_stats_summary is not implemented" in summary.stderr
     devcluster.kubectl("delete", "pod", "greeter", "-n", kube_namespace, "--wait=false")
     wait_until(lambda: pod(devcluster, kube_namespace, "greeter") is None, 60, "greeter deleted")
