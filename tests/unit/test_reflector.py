@@ -133,3 +133,22 @@ def test_a_failing_handler_does_not_stop_the_reflector() -> None:
     reflector = asyncio.run(main())
     assert seen == ["a", "b"]
     assert sorted(reflector.store) == ["ns/a", "ns/b"]
+
+
+def test_managed_fields_are_not_kept() -> None:
+    heavy = _obj("a", "1")
+    heavy["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    client = ScriptedClient(
+        lists=[{"metadata": {"resourceVersion": "1"}, "items": [heavy]}], watches=[]
+    )
+
+    async def main() -> Reflector:
+        reflector = Reflector(client, "/x", name="x")  # type: ignore[arg-type]
+        task = asyncio.create_task(reflector.run())
+        await asyncio.wait_for(client.exhausted.wait(), 5)
+        task.cancel()
+        return reflector
+
+    stored = asyncio.run(main()).store["ns/a"]
+    assert "managedFields" not in stored["metadata"]
+    assert stored["metadata"]["name"] == "a"
