@@ -47,7 +47,9 @@ def test_node_registers_ready_with_labels_taint_and_renewing_lease(
     assert status["allocatable"]["memory"] == "16Gi"
     assert status["capacity"]["pods"] == "300"
     assert {"type": "InternalIP", "address": devcluster.node_ip} in status["addresses"]
-    assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250
+    assert (
+        status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.kubelet_port
+    )  # KUBELET_PORT
     assert status["nodeInfo"]["kubeletVersion"].startswith("v1.36.0-vk-")
     lease = json.loads(
         devcluster.kubectl("get", "lease", name, "-n", "kube-node-lease", "-o", "json").stdout

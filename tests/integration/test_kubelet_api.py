@@ -410,11 +410,11 @@ def test_hostile_input_never_crashes_or_leaks_connections(api_node: ApiNode) -> 
     hostile = [
         b"GARBAGE\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",  # oversized headers
-        upgrade + b"\x80\x03\x00\x01\x00\xff\xff\xff" + os.urandom(64),  # SYN_STREAM claiming 16 MB
+        upgrade + b"\x80\x03\x00\x01\x00\xff\xff\xff" + bytes(64),  # SYN_STREAM claiming 16 MB
         *(upgrade + random.Random(seed).randbytes(4096) for seed in range(6)),  # random frames
-        b"GET /exec/a/b/c?command=x&output=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" + os.urandom(512),
+        f"GET {exec_path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n".encode()
+        + b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" + random.Random(7).randbytes(512),
     ]
 
     def gauge() -> float:

@@ -246,6 +246,9 @@ class KubeletHttpServer:
                 return event
             data = await asyncio.wait_for(reader.read(65536), timeout)
             conn.receive_data(data)
+            # Once a request has started, the rest of it must come soon (no slow-loris holding a
+            # connection for the whole keep-alive period).
+            timeout = min(timeout, REQUEST_TIMEOUT_S)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
