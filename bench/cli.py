@@ -9,12 +9,14 @@ import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from virtual_kubelet.devcluster import Versions
 
-from . import report, runner
+from . import report as report_mod
+from . import runner
 from .contenders import CONTENDERS, KWOK, UPSTREAM
 
 
@@ -57,14 +59,56 @@ def run(
     if unknown:
         raise click.BadParameter(f"unknown contenders {sorted(unknown)}", param_hint="--contenders")
     sizes = runner.QUICK if quick else runner.FULL
-    with tempfile.TemporaryDirectory(prefix="vk-bench-") as tmp:
-        runs = runner.run(scenarios, chosen, repeats, sizes, Path(tmp), timeout)
-    rows = report.summarise(runs)
-    click.echo(report.table(rows))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    # Each measurement is appended as it is taken, so a run cut short keeps what it measured
+    # (`python -m bench report` turns such a file into tables and a plot).
+    partial = out / f"runs-{stamp}.jsonl"
+    with partial.open("a") as sink, tempfile.TemporaryDirectory(prefix="vk-bench-") as tmp:
+
+        def keep(result: dict[str, Any]) -> None:
+            sink.write(json.dumps(result) + "\n")
+            sink.flush()
+
+        runs = runner.run(scenarios, chosen, repeats, sizes, Path(tmp), timeout, keep)
+    click.echo(f"measurements in {partial}")
+    _write(runs, out, stamp, runner.QUICK.__dict__ if quick else runner.FULL.__dict__)
+
+
+@main.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
+)
+def report(files: tuple[Path, ...], out: Path) -> None:
+    """Tables, JSON and plot from saved measurements (runs-*.jsonl or bench-*.json files).
+
+    Later files win where two hold the same scenario and contender, so a re-run of one scenario
+    can be combined with an earlier full run.
+    """
+    runs: list[dict[str, Any]] = []
+    for file in files:
+        if file.suffix == ".jsonl":
+            loaded = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        else:
+            loaded = json.loads(file.read_text()).get("runs", [])
+        replaced = {(r["scenario"], r["contender"]) for r in loaded}
+        runs = [r for r in runs if (r["scenario"], r["contender"]) not in replaced] + loaded
+    if not runs:
+        raise click.ClickException("no measurements in the given files")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    _write(runs, out, stamp, None)
+
+
+def _write(runs: list[dict[str, Any]], out: Path, stamp: str, sizes: dict[str, Any] | None) -> None:
+    rows = report_mod.summarise(runs)
+    click.echo(report_mod.table(rows))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     versions = Versions.from_env()
     doc = {
         "date": stamp,
@@ -80,14 +124,13 @@ def run(
             "upstream": UPSTREAM.version,
             "kwok": KWOK.version,
         },
-        "sizes": runner.QUICK.__dict__ if quick else runner.FULL.__dict__,
+        "sizes": sizes,
         "rows": rows,
         "runs": runs,
     }
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"bench-{stamp}.json"
     target.write_text(json.dumps(doc, indent=2) + "\n")
     click.echo(f"\nwritten {target}")
-    picture = report.plot(rows, out / f"bench-{stamp}.png")
+    picture = report_mod.plot(rows, out / f"bench-{stamp}.png")
     if picture is not None:
         click.echo(f"written {picture}")

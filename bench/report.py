@@ -18,7 +18,16 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "churn": (("pods",), ("lease_max_gap_s", "node_status_max_age_s", "to_ready_s")),
     "streaming": (
         ("payload_mb",),
-        ("exec_cat_mb_per_s", "port_forward_mb_per_s", "logs_follow_p50_ms", "logs_follow_p99_ms"),
+        (
+            "exec_cat_mb_per_s",
+            "port_forward_mb_per_s",
+            "logs_follow_p50_ms",
+            "logs_follow_p99_ms",
+            "exec_agent_cpu_s",
+            "exec_apiserver_cpu_s",
+            "port_forward_agent_cpu_s",
+            "port_forward_apiserver_cpu_s",
+        ),
     ),
 }
 #: For these headline metrics smaller is better.

@@ -110,7 +110,9 @@ def run(
     sizes: Sizes,
     workdir: Path,
     timeout: float,
+    sink: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
+    """Every measurement, in order; each is also handed to `sink` as soon as it is taken."""
     results: list[dict[str, Any]] = []
     for scenario in scenario_names:
         config = _cluster_config(scenario)
@@ -127,5 +129,6 @@ def run(
                         result["repeat"] = repeat
                         if scenario == "scheduler":
                             result["controller_flags"] = " ".join(CONTROLLER_QPS)
+                        sink(result)
                         results.append(result)
     return results

@@ -17,7 +17,7 @@ from typing import Any
 
 from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 
-from .measure import percentile
+from .measure import ProcessUsage, percentile
 
 
 def _kubectl(cluster: DevCluster, *args: str) -> list[str]:
@@ -146,14 +146,22 @@ async def streaming(cluster: DevCluster, contender: Any, size_mb: int) -> dict[s
         "the streaming pod",
     )
     size = size_mb * (1 << 20)
-    exec_s = await asyncio.to_thread(_exec_cat, cluster, namespace, size)
-    forward_s = await asyncio.to_thread(_port_forward, cluster, namespace, size)
+    # CPU seconds of the agent and of kube-apiserver per transfer: which side is the bottleneck.
+    server = cluster.components["kube-apiserver"].record.pid
+    with ProcessUsage(contender.pid) as exec_agent, ProcessUsage(server) as exec_server:
+        exec_s = await asyncio.to_thread(_exec_cat, cluster, namespace, size)
+    with ProcessUsage(contender.pid) as forward_agent, ProcessUsage(server) as forward_server:
+        forward_s = await asyncio.to_thread(_port_forward, cluster, namespace, size)
     latencies = await asyncio.to_thread(_logs_latency, cluster, namespace, 50)
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     return {
         "payload_mb": size_mb,
         "exec_cat_mb_per_s": round(size_mb / exec_s, 1),
         "port_forward_mb_per_s": round(size_mb / forward_s, 1),
+        "exec_agent_cpu_s": round(exec_agent.cpu, 2),
+        "exec_apiserver_cpu_s": round(exec_server.cpu, 2),
+        "port_forward_agent_cpu_s": round(forward_agent.cpu, 2),
+        "port_forward_apiserver_cpu_s": round(forward_server.cpu, 2),
         "logs_follow_p50_ms": round(1000 * percentile(latencies, 50), 1),
         "logs_follow_p99_ms": round(1000 * percentile(latencies, 99), 1),
         "complete": len(latencies) == 50,

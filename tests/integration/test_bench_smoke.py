@@ -42,3 +42,16 @@ def test_bench_quick_throughput_runs_and_writes_results(tmp_path: Path) -> None:
     assert row["pods_per_s"] > 0
     assert row["api_requests"] > 0  # counted by the API server, per contender identity
     assert doc["versions"]["kubernetes"].startswith("v1.")
+    # Every measurement was also kept as it was taken, and `report` rebuilds the same table.
+    (partial,) = tmp_path.glob("runs-*.jsonl")
+    assert [json.loads(line)["contender"] for line in partial.read_text().splitlines()] == ["agent"]
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "bench", "report", str(partial), "--out", str(tmp_path / "again")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    (again,) = (tmp_path / "again").glob("bench-*.json")
+    assert json.loads(again.read_text())["rows"] == doc["rows"]
