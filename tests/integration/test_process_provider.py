@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import itertools
 import json
 import os
+import random
 import re
 import secrets
 import socket
@@ -15,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
+from virtual_kubelet.providers.process.network import (
+    NETNS_DIR,
+    SYS_NET,
+    ip_tool,
+    missing_capabilities,
+    names_for,
+    remove_pod_network,
+)
 
 from .conftest import TOLERATION, AgentFactory, condition, create, pod
 
@@ -474,3 +486,165 @@ def test_missing_command_is_a_clear_waiting_reason(
     assert "no-such-program-here" in reason["message"]
     assert agent.process is not None
     assert agent.process.poll() is None
+
+
+def _port_forward_get(
+    cluster: DevCluster, namespace: str, name: str, port: int, path: str
+) -> bytes:
+    local = _free_port()
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    forwarder = subprocess.Popen(
+        [kubectl_path(), "port-forward", "-n", namespace, f"pod/{name}", f"{local}:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert forwarder.stdout is not None
+        assert b"Forwarding from" in forwarder.stdout.readline()
+        return bytes(urllib.request.urlopen(f"http://127.0.0.1:{local}{path}", timeout=10).read())
+    finally:
+        forwarder.kill()
+        forwarder.wait(10)
+
+
+def _remove_leftovers(uids: set[str], bridge: str) -> None:
+    """After a failed run: the pods' processes, namespaces and veths, and the bridge."""
+    tool = ip_tool() or "ip"
+    for uid in uids:
+        netns, veth = names_for(uid)
+        pids = subprocess.run([tool, "netns", "pids", netns], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid), 9)
+        remove_pod_network(netns, veth)
+    subprocess.run([tool, "link", "del", bridge], capture_output=True, check=False)
+
+
+def test_pod_network_namespaces_same_port_own_ips_and_adoption(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    if os.geteuid() != 0 or missing_capabilities() or ip_tool() is None:
+        pytest.skip("network: pod needs root and iproute2")
+    bridge = f"vkit{secrets.token_hex(3)}"
+    cidr = ipaddress.IPv4Network(f"198.19.{random.randint(1, 99)}.0/24")
+    config = {**CONFIG, "network": "pod", "bridge": bridge, "pod_cidr": str(cidr)}
+    agent = _agent(start_agent, config=config)
+    agents = [agent]
+    # Both replicas listen on the same port: each in a network namespace of its own.
+    server = "echo I am $(POD_NAME) > index.html; exec python3 -m http.server 8080"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "twins"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "twins"}},
+            "template": {
+                "metadata": {"labels": {"app": "twins"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": agent.node_name},
+                    "tolerations": [TOLERATION],
+                    "containers": [
+                        {
+                            "name": "http",
+                            "image": "python:3",
+                            "command": ["sh", "-c", server],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/", "port": "http"},
+                                "periodSeconds": 1,
+                            },
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                },
+                                {
+                                    "name": "POD_IP",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                                },
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    uids: set[str] = set()
+
+    def pods() -> list[dict[str, Any]]:
+        items = devcluster.get_json("pods", "-n", kube_namespace, "-l", "app=twins")["items"]
+        uids.update(p["metadata"]["uid"] for p in items)
+        return list(items)
+
+    def ready_pair() -> list[dict[str, Any]] | None:
+        found = pods()
+        ready = [p for p in found if (condition(p, "Ready") or {}).get("status") == "True"]
+        return ready if len(found) == len(ready) == 2 else None
+
+    try:
+        create(devcluster, kube_namespace, deployment)
+        twins = wait_until(ready_pair, 90, "both replicas Ready")
+        ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in twins}
+        assert len(set(ips.values())) == 2, ips
+        assert all(ipaddress.IPv4Address(ip) in cidr for ip in ips.values()), ips
+        assert str(cidr.network_address + 1) not in ips.values()  # the bridge's (gateway)
+        for twin in twins:
+            name, uid = twin["metadata"]["name"], twin["metadata"]["uid"]
+            assert twin["status"]["hostIP"] == devcluster.node_ip
+            assert [i["ip"] for i in twin["status"]["podIPs"]] == [ips[name]]
+            netns, veth = names_for(uid)
+            assert (NETNS_DIR / netns).exists()
+            assert (SYS_NET / veth / "master").resolve().name == bridge
+            values = dict(
+                line.split("=", 1)
+                for line in devcluster.kubectl(
+                    "exec", name, "-n", kube_namespace, "--", "env"
+                ).stdout.splitlines()
+                if "=" in line
+            )
+            assert values["POD_IP"] == ips[name]  # downward API status.podIP: its own address
+            inside = devcluster.kubectl(
+                "exec", name, "-n", kube_namespace, "--", "ip", "-o", "-4", "addr", "show", "eth0"
+            ).stdout
+            assert f"inet {ips[name]}/{cidr.prefixlen}" in inside
+            page = _port_forward_get(devcluster, kube_namespace, name, 8080, "/index.html")
+            assert page == f"I am {name}\n".encode()
+
+        # A restarted agent (after kill -9) adopts the pods with the same addresses.
+        agent.kill()
+        restarted = start_agent(name=agent.node_name, provider="process", provider_config=config)
+        agents.append(restarted)
+        restarted.approve_serving_certificate()
+        wait_until(ready_pair, 60, "both replicas still Ready after the restart")
+        for name, ip in ips.items():
+            inside = devcluster.kubectl(
+                "exec", name, "-n", kube_namespace, "--", "ip", "-o", "-4", "addr", "show", "eth0"
+            ).stdout
+            assert f"inet {ip}/" in inside
+            page = _port_forward_get(devcluster, kube_namespace, name, 8080, "/index.html")
+            assert page == f"I am {name}\n".encode()
+        assert {p["metadata"]["name"]: p["status"]["podIP"] for p in pods()} == ips
+        assert "adopted 2 pods" in restarted.log()
+
+        # Deleting the pods removes their namespaces and host veths.
+        devcluster.kubectl("delete", "deployment", "twins", "-n", kube_namespace, "--wait=false")
+
+        def cleaned_up() -> bool:
+            if pods():
+                return False
+            return not any(
+                (NETNS_DIR / names_for(uid)[0]).exists() or (SYS_NET / names_for(uid)[1]).exists()
+                for uid in uids
+            )
+
+        wait_until(cleaned_up, 60, "the pods, their network namespaces and veths to be gone")
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not any(names_for(uid)[0] in listed for uid in uids)
+        restarted.stop()
+        assert not (SYS_NET / bridge).exists(), "the bridge outlived the agent's last pod"
+    finally:
+        for started in agents:
+            started.kill()
+        _remove_leftovers(uids, bridge)

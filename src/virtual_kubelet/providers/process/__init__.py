@@ -40,10 +40,13 @@ What a container sees:
   container's mount namespace. In env mode only the VK_VOLUME_* variables exist.
 - limits: memory and CPU limits via cgroup v1 when writable (see `limits.py`), `rlimits` from the
   config (only ever lowered); never a reason to fail the pod.
-- network: the host's. Pod IP = host IP = the node's InternalIP; port-forward connects to
-  127.0.0.1:<port>.
+- network (config `network`): `host` (default): the host's; pod IP = host IP = the node's
+  InternalIP; port-forward connects to 127.0.0.1:<port>, then the pod IP. `pod`: a network
+  namespace per pod (not for hostNetwork pods) with its own address from `pod_cidr` on a bridge
+  the agent creates, reachable from this machine only (no NAT, no forwarding); the shim enters it
+  before exec, probes and port-forward connect to the pod's address. See `network.py`.
 
-Not done: per-pod network namespaces (pods share the host network), pid namespaces, user
+Not done: pid namespaces, user
 switching (runAsUser & co. are ignored: processes run as the agent's user), image pulling,
 readiness gates, native sidecars (init containers with restartPolicy Always are treated as
 ordinary init containers), postStart hooks, gRPC probes (they count as successes), and resizing

@@ -6,6 +6,8 @@ never silently falls back to a default. This module only reads and validates; it
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..mock import ProviderConfigError
 
 __all__ = ["ImageConfig", "ProcessConfig", "ProviderConfigError", "load_config"]
+
+#: The default `pod_cidr`: RFC 2544's benchmarking range (never routed on the Internet), the half
+#: of 198.18.0.0/15 that the dev cluster's node addresses (198.18.0.0/16) do not use.
+DEFAULT_POD_CIDR = "198.19.0.0/16"
+#: Interface names: at most 15 bytes (IFNAMSIZ - 1), no slashes, colons or white space.
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 #: Resource names accepted under `rlimits` (lower-case, without the RLIMIT_ prefix).
 RLIMITS = ("as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack")
@@ -64,6 +72,14 @@ class ProcessConfig(BaseModel):
     #: Resource limits for every container process, e.g. {"nofile": 4096}; only ever lowered
     #: (the agent lacks CAP_SYS_RESOURCE, and raising them is not ours to decide).
     rlimits: dict[str, int] = Field(default_factory=dict)
+    #: "host": pods share the host's network (pod IP = the node's address). "pod": each pod gets
+    #: a network namespace of its own with an address from `pod_cidr` on the bridge `bridge`
+    #: (needs root and iproute2; see network.py). Pods with hostNetwork: true always use "host".
+    network: Literal["host", "pod"] = "host"
+    #: Pod addresses with `network: pod`; the first address is the bridge's (the gateway).
+    pod_cidr: str = DEFAULT_POD_CIDR
+    #: The bridge `network: pod` creates for the pods' veth interfaces.
+    bridge: str = "vkpods0"
 
     @field_validator("rlimits")
     @classmethod
@@ -82,6 +98,48 @@ class ProcessConfig(BaseModel):
         if not parts or any(p in (".", "..") for p in parts):
             raise ValueError(f"cgroup_parent must be a relative path without '..', got {value!r}")
         return "/".join(parts)
+
+    @field_validator("pod_cidr")
+    @classmethod
+    def _pod_cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"pod_cidr must be an IPv4 network such as 198.19.0.0/16 ({exc})"
+            ) from None
+        if not isinstance(network, ipaddress.IPv4Network):
+            raise ValueError(f"pod_cidr must be an IPv4 network, got {value!r}")
+        if network.prefixlen > 30:
+            raise ValueError(
+                f"pod_cidr {value} is too small: the prefix must be /30 or shorter "
+                "(a gateway and at least one pod address)"
+            )
+        for flag, what in (
+            ("is_loopback", "loopback"),
+            ("is_link_local", "link-local"),
+            ("is_multicast", "multicast"),
+            ("is_reserved", "reserved"),
+            ("is_unspecified", "unspecified"),
+        ):
+            if getattr(network, flag) or getattr(network.network_address, flag):
+                raise ValueError(f"pod_cidr {value} lies in the {what} address range")
+        if network.is_global or network.subnet_of(ipaddress.IPv4Network("0.0.0.0/8")):
+            raise ValueError(
+                f"pod_cidr {value} is not a private range: its addresses belong to other machines "
+                f"(use e.g. {DEFAULT_POD_CIDR} or a part of 10.0.0.0/8)"
+            )
+        return str(network)
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge(cls, value: str) -> str:
+        if not _INTERFACE_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                f"bridge must be an interface name of 1 to 15 letters, digits, '_', '.' or '-', "
+                f"got {value!r}"
+            )
+        return value
 
     def image(self, name: str) -> ImageConfig | None:
         """The entry for image `name`: an exact match, else the name without tag or digest."""

@@ -68,6 +68,8 @@ class Handlers:
     """Runs one handler of a probe or lifecycle hook."""
 
     def __init__(self, pod_ip: str) -> None:
+        #: The default target of httpGet and tcpSocket handlers; `run(pod_ip=...)` overrides it
+        #: per pod (pods in network namespaces of their own each have their address).
         self.pod_ip = pod_ip
         self._session: aiohttp.ClientSession | None = None
         self._warned = False
@@ -88,15 +90,22 @@ class Handlers:
         return self._session
 
     async def run(
-        self, handler: dict[str, Any], container: dict[str, Any], timeout: float, exec_fn: ExecFn
+        self,
+        handler: dict[str, Any],
+        container: dict[str, Any],
+        timeout: float,
+        exec_fn: ExecFn,
+        *,
+        pod_ip: str | None = None,
     ) -> Result:
+        host = pod_ip or self.pod_ip
         try:
             if isinstance(handler.get("exec"), dict):
                 return await self._exec(handler["exec"], timeout, exec_fn)
             if isinstance(handler.get("httpGet"), dict):
-                return await self._http(handler["httpGet"], container, timeout)
+                return await self._http(handler["httpGet"], container, timeout, host)
             if isinstance(handler.get("tcpSocket"), dict):
-                return await self._tcp(handler["tcpSocket"], container, timeout)
+                return await self._tcp(handler["tcpSocket"], container, timeout, host)
             if isinstance(handler.get("sleep"), dict):
                 await asyncio.sleep(_number(handler["sleep"].get("seconds"), 0.0, 0.0))
                 return True, ""
@@ -125,14 +134,14 @@ class Handlers:
         return True, text
 
     async def _http(
-        self, action: dict[str, Any], container: dict[str, Any], timeout: float
+        self, action: dict[str, Any], container: dict[str, Any], timeout: float, pod_ip: str
     ) -> Result:
         port = resolve_port(action.get("port"), container)
         scheme = str(action.get("scheme") or "HTTP").lower()
         path = str(action.get("path") or "/")
         if not path.startswith("/"):
             path = "/" + path
-        url = f"{scheme}://{_host(str(action.get('host') or self.pod_ip))}:{port}{path}"
+        url = f"{scheme}://{_host(str(action.get('host') or pod_ip))}:{port}{path}"
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         for header in action.get("httpHeaders") or []:
             if isinstance(header, dict) and header.get("name"):
@@ -154,10 +163,10 @@ class Handlers:
             return False, f'Get "{url}": {exc}'
 
     async def _tcp(
-        self, action: dict[str, Any], container: dict[str, Any], timeout: float
+        self, action: dict[str, Any], container: dict[str, Any], timeout: float, pod_ip: str
     ) -> Result:
         port = resolve_port(action.get("port"), container)
-        host = str(action.get("host") or self.pod_ip)
+        host = str(action.get("host") or pod_ip)
         try:
             async with asyncio.timeout(timeout):
                 _, writer = await asyncio.open_connection(host, port)

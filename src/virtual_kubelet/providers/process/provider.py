@@ -18,14 +18,17 @@ import dataclasses
 import datetime
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import shutil
 import signal
+import socket
 import struct
 import sys
 import tempfile
 import termios
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -42,8 +45,9 @@ from .config import ProviderConfigError, load_config
 from .launch import LaunchError, build, container_id
 from .limits import Cgroups
 from .logs import Follower, fallback_message, stream_log
+from .network import NETNS_DIR, Bridge, NetworkError, remove_pod_network
 from .probes import Handlers, probe_loop
-from .shim import START_ERROR_CODE, start_ticks, write_json
+from .shim import START_ERROR_CODE, enter_network_namespace, start_ticks, write_json
 from .state import (
     ContainerRecord,
     Layout,
@@ -57,6 +61,7 @@ from .state import (
 )
 from .stats import ContainerRef, PodRef, Stats, memory_total
 from .status import TERMINAL, containers_of, go_duration, pod_status, timestamp
+from .status import phase as pod_phase
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ MAX_TERMINATION_MESSAGE = 4096
 DRAIN_SECONDS = 1.0
 #: A shim that has not started its container by then is considered failed.
 SHIM_START_TIMEOUT = 60.0
+#: How long an address handed out by assign_pod_ips is kept for a pod that is not created yet.
+RESERVATION_SECONDS = 3600.0
 
 
 class _Pod:
@@ -225,12 +232,21 @@ class ProcessProvider(Provider):
         self._stats_lock = asyncio.Lock()
         self._pods: dict[str, _Pod] = {}
         self._notify: PodCallback | None = None
+        #: `network: pod`: the bridge, addresses promised to pods not created yet (uid ->
+        #: address, when), addresses of deleted pods whose namespace is still being removed,
+        #: and the address handed out last (the next search starts after it).
+        self.bridge: Bridge | None = None
+        self._reserved: dict[str, tuple[str, float]] = {}
+        self._releasing: set[str] = set()
+        self._last_ip: str | None = None
 
     # --- provider lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(ensure_private, self.root)
         self.bind = await self._detect_mounts()
+        if self.config.network == "pod":
+            await self._start_network()
         self.cgroups = await asyncio.to_thread(
             Cgroups, self.config.cgroups, self.config.cgroup_parent
         )
@@ -239,6 +255,8 @@ class ProcessProvider(Provider):
             pod = _Pod(layout, record)
             pod.halted = record.phase is not None or record.deleting
             self._pods[record.uid] = pod
+            if record.netns and record.pod_ip:
+                await self._adopt_network(record)
             for name, state in record.containers.items():
                 if state.run > state.processed_run:
                     info = read_run(layout, name, state.run)
@@ -267,6 +285,49 @@ class ProcessProvider(Provider):
             tasks.extend(pod.tasks)
         await _finish(tasks)
         await self.handlers.close()
+        if self.bridge is not None:
+            if not self._pods and not self._releasing:
+                # Nothing uses it: leave the host as it was found. Pods left running keep it.
+                log.info("process provider: no pods left; removing bridge %s", self.bridge.name)
+                await asyncio.to_thread(self.bridge.remove)
+            self.bridge.close()
+            self.bridge = None
+
+    async def _start_network(self) -> None:
+        bridge = Bridge(self.config.bridge, self.config.pod_cidr)
+        try:
+            await asyncio.to_thread(bridge.start)
+        except NetworkError as exc:
+            raise ProviderConfigError(f"network: pod is not possible on this host: {exc}") from None
+        self.bridge = bridge
+        log.info(
+            "process provider: pods get network namespaces with addresses from %s on bridge %s "
+            "(gateway %s; no NAT, no forwarding: they reach this machine only)",
+            bridge.network,
+            bridge.name,
+            bridge.gateway,
+        )
+
+    async def _adopt_network(self, record: PodRecord) -> None:
+        """A restarted agent: the pod keeps its address; its namespace is re-created if it went
+        missing (a reboot), so its containers can start again."""
+        if self.bridge is None:
+            log.warning(
+                "process provider: pod %s has network namespace %s but `network` is not `pod` "
+                "any more; its containers stay in that namespace until the pod is deleted",
+                record.key,
+                record.netns,
+            )
+            return
+        pod_ip = str(record.pod_ip)
+        if self._last_ip is None or _ip_key(pod_ip) > _ip_key(self._last_ip):
+            self._last_ip = pod_ip
+        if record.deleting or pod_phase(record) in TERMINAL:
+            return  # being removed, or ended: its namespace goes (see _run_pod)
+        try:
+            await asyncio.to_thread(self.bridge.set_up, record.uid, pod_ip, fresh=False)
+        except NetworkError as exc:
+            log.error("process provider: cannot restore the network of pod %s: %s", record.key, exc)
 
     async def _detect_mounts(self) -> bool:
         if self.config.mounts == "env":
@@ -309,7 +370,41 @@ class ProcessProvider(Provider):
         self._notify = callback
 
     async def assign_pod_ips(self, pod: Pod) -> list[str] | None:
-        return [self.context.internal_ip]
+        if self.bridge is None or _host_network(pod):
+            return [self.context.internal_ip]
+        uid = uid_of(pod)
+        existing = self._pods.get(uid)
+        if existing is not None:  # created already (perhaps before `network: pod` was set)
+            return [existing.record.pod_ip or self.context.internal_ip]
+        try:
+            return [self._reserve(uid, None)]
+        except NetworkError as exc:
+            log.warning("process provider: no address for pod %s: %s", key_of(pod), exc)
+            return None  # create_pod says why
+
+    def _used_ips(self, uid: str) -> set[str]:
+        """Addresses other pods hold: live records, pods being removed, fresh reservations."""
+        now = time.time()
+        for other, (_, since) in list(self._reserved.items()):
+            if now - since > RESERVATION_SECONDS:
+                del self._reserved[other]  # assigned to a pod that was never created
+        used = {p.record.pod_ip for p in self._pods.values() if p.record.netns and p.record.pod_ip}
+        used.update(ip for other, (ip, _) in self._reserved.items() if other != uid)
+        return used | self._releasing
+
+    def _reserve(self, uid: str, wanted: str | None) -> str:
+        """The address of pod `uid`: its reservation, else `wanted` if free, else a new one."""
+        assert self.bridge is not None
+        used = self._used_ips(uid)
+        if uid in self._reserved:
+            address = self._reserved[uid][0]
+        elif wanted is not None and self.bridge.contains(wanted) and wanted not in used:
+            address = wanted
+        else:
+            address = self.bridge.allocate(used, self._last_ip)
+            self._last_ip = address
+        self._reserved[uid] = (address, time.time())
+        return address
 
     async def create_pod(self, pod: Pod) -> None:
         uid = uid_of(pod)
@@ -353,11 +448,33 @@ class ProcessProvider(Provider):
             containers=containers,
             init_done=not init,
         )
-        await asyncio.to_thread(layout.create, names)
+        if self.bridge is not None and not _host_network(pod):
+            await self._create_network(record)
+        try:
+            await asyncio.to_thread(layout.create, names)
+        except BaseException:
+            if record.netns and record.veth:
+                await asyncio.to_thread(remove_pod_network, record.netns, record.veth)
+            raise
+        finally:
+            self._reserved.pop(uid, None)
         state = _Pod(layout, record)
         self._pods[uid] = state
         self._changed(state)
         state.task = asyncio.create_task(self._run_pod(state))
+
+    async def _create_network(self, record: PodRecord) -> None:
+        """The new pod's namespace and address (the one assign_pod_ips promised, if any)."""
+        assert self.bridge is not None
+        given = (record.pod.get("status") or {}).get("podIP")
+        try:
+            address = self._reserve(record.uid, str(given) if given else None)
+            network = await asyncio.to_thread(self.bridge.set_up, record.uid, address, fresh=True)
+        except NetworkError as exc:
+            raise RuntimeError(f"cannot set up the pod's network: {exc}") from None
+        record.pod_ip, record.netns, record.veth = network.ip, network.netns, network.veth
+        status = record.pod.setdefault("status", {})
+        status["podIP"], status["podIPs"] = network.ip, [{"ip": network.ip}]
 
     async def update_pod(self, pod: Pod) -> None:
         state = self._pods.get(uid_of(pod))
@@ -419,6 +536,10 @@ class ProcessProvider(Provider):
         pod["status"] = pod_status(state.record, self.context.internal_ip)
         return pod
 
+    def _pod_ip(self, state: _Pod) -> str:
+        """Where httpGet and tcpSocket handlers connect: the pod's own address, or the node's."""
+        return state.record.pod_ip or self.context.internal_ip
+
     def _changed(self, state: _Pod) -> None:
         if state.gone:
             return
@@ -442,6 +563,23 @@ class ProcessProvider(Provider):
     # --- supervision ----------------------------------------------------------------------------
 
     async def _run_pod(self, state: _Pod) -> None:
+        await self._run_containers(state)
+        record = state.record
+        if record.netns and not record.deleting and pod_phase(record) in TERMINAL:
+            await self._release_network(state)
+
+    async def _release_network(self, state: _Pod) -> None:
+        """A pod that ended (Succeeded, Failed) needs no network namespace any more, as a
+        kubelet removes a finished pod's sandbox. Its status keeps showing the address; another
+        pod may get it from now on."""
+        record = state.record
+        netns, veth = record.netns, record.veth
+        record.netns = record.veth = None
+        self._changed(state)
+        if netns and veth:
+            await asyncio.to_thread(remove_pod_network, netns, veth)
+
+    async def _run_containers(self, state: _Pod) -> None:
         record = state.record
         spec = record.pod.get("spec") or {}
         deadline = spec.get("activeDeadlineSeconds")
@@ -571,6 +709,8 @@ class ProcessProvider(Provider):
                 "mounts": launch.mounts,
                 "cgroups": cgroups,
                 "rlimits": self.config.rlimits,
+                "netns": str(NETNS_DIR / state.record.netns) if state.record.netns else None,
+                "hide_netns": self.bridge is not None,
             },
         )
         if launch.termination_path == layout.termination(name):
@@ -823,7 +963,9 @@ class ProcessProvider(Provider):
 
         def check(probe: dict[str, Any]) -> Callable[[float], Awaitable[tuple[bool, str]]]:
             async def run_check(timeout: float) -> tuple[bool, str]:
-                return await self.handlers.run(probe, container, timeout, exec_fn)
+                return await self.handlers.run(
+                    probe, container, timeout, exec_fn, pod_ip=self._pod_ip(state)
+                )
 
             return run_check
 
@@ -892,7 +1034,11 @@ class ProcessProvider(Provider):
                 try:
                     async with asyncio.timeout(remaining):
                         ok, _ = await self.handlers.run(
-                            pre_stop, container, remaining, self._exec_fn(state, name)
+                            pre_stop,
+                            container,
+                            remaining,
+                            self._exec_fn(state, name),
+                            pod_ip=self._pod_ip(state),
                         )
                     if not ok:
                         log.info(
@@ -950,16 +1096,26 @@ class ProcessProvider(Provider):
             record.phase = "Failed" if failed else "Succeeded"
         public = self._public(state)
         state.gone = True
+        if record.pod_ip:
+            self._releasing.add(record.pod_ip)  # not handed out again before the netns is gone
         self._pods.pop(record.uid, None)
         await _finish(list(state.tasks))
         if self._notify is not None:
             self._notify(public)
-        await asyncio.to_thread(self._clean_up, state)
+        try:
+            await asyncio.to_thread(self._clean_up, state)
+        finally:
+            if record.pod_ip:
+                self._releasing.discard(record.pod_ip)
 
     def _clean_up(self, state: _Pod) -> None:
+        record = state.record
+        if record.netns and record.veth:
+            # Before the record goes: an agent dying in between finds the pod and removes it again.
+            remove_pod_network(record.netns, record.veth)
         state.layout.remove()
         if self.cgroups is not None:
-            self.cgroups.remove_pod(state.record.uid)
+            self.cgroups.remove_pod(record.uid)
 
     async def _deadline(self, state: _Pod, seconds: float) -> None:
         """activeDeadlineSeconds: past it, the pod is killed and Failed (DeadlineExceeded)."""
@@ -1206,16 +1362,21 @@ class ProcessProvider(Provider):
             yield chunk
 
     async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
-        if self._by_name(namespace, pod) is None:
+        state = self._by_name(namespace, pod)
+        if state is None:
             raise NotFound(f"pod {namespace}/{pod} not found")
-        # The pod shares the host's network: its server may listen on loopback, on the pod IP
-        # (the node's address) or on all addresses. Try loopback first, like a kubelet dialling
-        # localhost inside the pod's network namespace, then the pod IP.
+        # As a kubelet dialling localhost inside the pod's network namespace: loopback first
+        # (a server may listen there only), then the pod IP. Without a namespace of its own the
+        # pod shares the host's network, whose loopback and address (the node's) these are.
+        netns = str(NETNS_DIR / state.record.netns) if state.record.netns else None
         reader = writer = None
         errors = []
-        for host in dict.fromkeys(("127.0.0.1", self.context.internal_ip)):
+        for host in dict.fromkeys(("127.0.0.1", self._pod_ip(state))):
             try:
-                reader, writer = await asyncio.open_connection(host, port)
+                if netns is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                else:
+                    reader, writer = await _connect_in(netns, host, port)
                 break
             except OSError as exc:
                 errors.append(f"{host}:{port}: {exc.strerror or exc}")
@@ -1284,6 +1445,43 @@ class ProcessProvider(Provider):
                 info[key] = details[key]
 
 
+def _socket_in(netns: str) -> socket.socket:
+    """A TCP socket of network namespace `netns` (a path under /var/run/netns). A socket stays
+    in the namespace it was created in, so a short-lived thread of its own enters the namespace
+    (setns moves only the calling thread), creates the socket and ends: no thread of the agent
+    ever changes namespace."""
+    created: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def work() -> None:
+        try:
+            enter_network_namespace(netns)
+            created.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name="vk-netns-socket", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return created[0]
+
+
+async def _connect_in(
+    netns: str, host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to host:port from inside the pod's network namespace."""
+    sock = _socket_in(netns)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
 async def _reap(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -1302,6 +1500,17 @@ async def _open_fifo(path: Path) -> asyncio.StreamWriter:
     pipe = os.fdopen(fd, "wb", buffering=0)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
     return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _host_network(pod: Pod) -> bool:
+    return bool((pod.get("spec") or {}).get("hostNetwork"))
+
+
+def _ip_key(address: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(address))
+    except ValueError:
+        return -1
 
 
 def _succeeded(record: ContainerRecord) -> bool:

@@ -5,7 +5,8 @@
     python -m virtual_kubelet.providers.process.shim probe-mounts DIR
 
 `run` daemonises (the first process exits as soon as the container has been started, or has failed
-to start), optionally enters a private mount namespace with the container's bind mounts, forks and
+to start), enters the pod's network namespace if it has one (`network: pod`), optionally enters a
+private mount namespace with the container's bind mounts, forks and
 execs the container's command in a new session (so its process group id is its pid), and then:
 reads the command's stdout/stderr (or its pty) and writes them to the log file in the CRI format
 `<RFC3339Nano> stdout|stderr F|P <text>` with size rotation, feeds a stdin FIFO into it when asked,
@@ -16,8 +17,8 @@ agent can find and adopt both. The command dies with its shim (PR_SET_PDEATHSIG)
 shim nobody would record its exit or read its output, so it must not linger as an orphan.
 
 `exec` turns itself into a command run "inside" a container (`kubectl exec`, exec probes and
-hooks): same env, working directory, mount namespace (entered through an fd passed by the agent),
-cgroups and limits; with `--tty` its stdin must be a pty, which becomes its controlling terminal.
+hooks): same env, working directory, network namespace (from the spec), mount namespace (entered through
+an fd passed by the agent), cgroups and limits; with `--tty` its stdin must be a pty, which becomes its controlling terminal.
 
 `probe-mounts` checks once whether this host lets us create mount namespaces and bind mounts.
 
@@ -35,6 +36,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import resource
 import selectors
 import signal
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MNT_DETACH = 0x2
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
@@ -112,6 +116,7 @@ def _libc() -> ctypes.CDLL:
         ctypes.c_void_p,
     ]
     libc.unshare.argtypes = [ctypes.c_int]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
     libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.prctl.argtypes = [
         ctypes.c_int,
@@ -140,6 +145,35 @@ def enter_private_mount_namespace(libc: ctypes.CDLL) -> None:
     """A mount namespace of our own whose mounts never propagate back to the host."""
     _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
+
+
+def enter_network_namespace(path: str) -> None:
+    """Move the calling thread into the network namespace bound at `path` (the pod's
+    /var/run/netns/<name>); what it creates or execs from then on lives there."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc().setns(fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
+    finally:
+        os.close(fd)
+
+
+def _mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) > 4:
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
+    return points
+
+
+def hide_network_namespaces(libc: ctypes.CDLL) -> None:
+    """Detach the copies of /var/run/netns/* in our private mount namespace: they would keep
+    the network namespaces of other pods alive after those pods were deleted."""
+    with contextlib.suppress(OSError):
+        for point in sorted(_mount_points(), key=len, reverse=True):
+            if point.startswith(("/run/netns/", "/var/run/netns/")):
+                libc.umount2(point.encode(), MNT_DETACH)
 
 
 def bind_mounts(libc: ctypes.CDLL, mounts: list[dict[str, Any]]) -> None:
@@ -428,12 +462,22 @@ def run(spec_path: Path) -> NoReturn:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     started = time.time()
     try:
+        if spec.get("netns"):
+            try:
+                enter_network_namespace(str(spec["netns"]))
+            except OSError as exc:
+                raise StartError(
+                    f"cannot enter the pod's network namespace {spec['netns']}: "
+                    f"{exc.strerror or exc}"
+                ) from None
         if spec.get("mounts") is not None:
             libc = _libc()
             try:
                 enter_private_mount_namespace(libc)
             except OSError as exc:
                 raise StartError(f"cannot create a mount namespace: {exc.strerror}") from None
+            if spec.get("hide_netns"):
+                hide_network_namespaces(libc)
             bind_mounts(libc, list(spec["mounts"]))
         log = LogWriter(Path(spec["log_path"]), int(spec["log_max_bytes"]))
         fifo = spec.get("stdin_fifo")
@@ -588,6 +632,12 @@ def _supervise(
 
 def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[str]) -> NoReturn:
     spec: dict[str, Any] = json.loads(spec_path.read_text())
+    if spec.get("netns"):
+        try:
+            enter_network_namespace(str(spec["netns"]))
+        except OSError as exc:
+            sys.stderr.write(f"cannot enter the pod's network namespace: {exc.strerror or exc}\n")
+            os._exit(126)
     if ns_fd is not None:
         libc = _libc()
         try:

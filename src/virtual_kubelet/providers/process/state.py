@@ -104,6 +104,11 @@ class PodRecord:
     deletion_deadline: float | None = None
     #: Condition type -> [status, lastTransitionTime].
     conditions: dict[str, list[str]] = field(default_factory=dict)
+    #: With `network: pod`: the pod's own address, network namespace and host veth (None: the
+    #: pod uses the host's network). Kept so a restarted agent adopts the same address.
+    pod_ip: str | None = None
+    netns: str | None = None
+    veth: str | None = None
     version: int = RECORD_VERSION
 
     @property

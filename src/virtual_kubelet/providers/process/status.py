@@ -156,6 +156,8 @@ def pod_status(record: PodRecord, host_ip: str) -> dict[str, Any]:
     pod = record.pod
     given = pod.get("status") or {}
     ips = [i["ip"] for i in given.get("podIPs") or [] if isinstance(i, dict) and i.get("ip")]
+    if record.pod_ip:
+        ips = [record.pod_ip]  # its own network namespace: this address and no other
     if not ips:
         ips = [str(given.get("podIP") or host_ip)]
     pod_phase = phase(record)
