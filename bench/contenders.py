@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,10 @@ class Contender:
         """Why the contender died during the run (the last lines of its log), or None."""
         return None
 
+    def gc_pauses(self) -> tuple[float, float] | None:
+        """(seconds paused in garbage collection, full collections) so far; None if unknown."""
+        return None
+
     async def start(self) -> None:
         raise NotImplementedError
 
@@ -167,12 +172,13 @@ class Agent(Contender):
     name = "agent"
 
     async def start(self) -> None:
+        self._metrics = f"127.0.0.1:{free_port()}"
         self.process = AgentProcess(
             self.cluster,
             self.node,
             self.workdir,
             provider_config={"pods": "20000"},
-            args=["--kubeconfig", str(self.kubeconfig)],
+            args=["--kubeconfig", str(self.kubeconfig), "--metrics-addr", self._metrics],
         ).start()
         assert self.process.process is not None
         self.pid = self.process.process.pid
@@ -189,6 +195,20 @@ class Agent(Contender):
     async def stop(self) -> None:
         self.process.stop()
         self.process.cleanup()
+
+    def gc_pauses(self) -> tuple[float, float] | None:
+        try:
+            with urllib.request.urlopen(f"http://{self._metrics}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return None
+        paused = full = 0.0
+        for line in text.splitlines():
+            if line.startswith("virtual_kubelet_gc_pause_seconds_sum"):
+                paused += float(line.rsplit(" ", 1)[1])
+            elif line.startswith('virtual_kubelet_gc_pause_seconds_count{generation="2"}'):
+                full = float(line.rsplit(" ", 1)[1])
+        return paused, full
 
 
 def _crash_reason(log: str) -> str:

@@ -10,9 +10,17 @@ from typing import Any
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "throughput": (
         ("pods",),
-        ("pods_per_s", "to_ready_s", "delete_s", "peak_rss_mb", "cpu_s", "api_requests"),
+        (
+            "pods_per_s",
+            "to_ready_s",
+            "delete_s",
+            "peak_rss_mb",
+            "cpu_s",
+            "api_requests",
+            "gc_pause_s",
+        ),
     ),
-    "latency": (("rate",), ("p99_s", "p50_s", "max_s", "ready")),
+    "latency": (("rate",), ("p99_s", "p50_s", "max_s", "ready", "gc_pause_s", "full_gcs")),
     "scheduler": (("replicas",), ("rollout_s", "pods_per_s", "available")),
     "steady": (("pods",), ("rss_mb", "idle_cpu_percent", "api_requests_per_s", "lease_max_gap_s")),
     "churn": (("pods",), ("lease_max_gap_s", "node_status_max_age_s", "to_ready_s")),

@@ -89,7 +89,13 @@ async def _one(
                 runs = [({}, lambda: streaming(cluster, contender, sizes.streaming_mb))]
             for _, run in runs:
                 started = time.monotonic()
+                gc_before = contender.gc_pauses()
                 result = await run()
+                gc_after = contender.gc_pauses()
+                if gc_before is not None and gc_after is not None:
+                    # Time the contender's event loop stood still in Python's garbage collector.
+                    result["gc_pause_s"] = round(gc_after[0] - gc_before[0], 3)
+                    result["full_gcs"] = int(gc_after[1] - gc_before[1])
                 result.update(
                     scenario=scenario,
                     contender=contender_name,

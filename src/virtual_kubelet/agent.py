@@ -30,6 +30,7 @@ from .kube.errors import ApiError
 from .kube.events import EventRecorder
 from .kubelet_api.certs import ServingIdentity
 from .kubelet_api.service import KubeletApiSettings, KubeletService
+from .metrics import watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
 from .node.lease import LeaseController
@@ -303,6 +304,7 @@ class Agent:
         if not self.settings.metrics_addr:
             return None
         host, _, port = self.settings.metrics_addr.rpartition(":")
+        watch_gc_pauses()
 
         async def handle(_: web.Request) -> web.Response:
             return web.Response(

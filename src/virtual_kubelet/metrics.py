@@ -5,6 +5,9 @@ Every metric is prefixed `virtual_kubelet_`. Labels never carry pod names (unbou
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 API_REQUESTS = Counter(
@@ -58,3 +61,30 @@ KUBELET_API_REQUESTS = Counter(
     "Requests to the kubelet API, by route kind and HTTP status.",
     ["route", "code"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "virtual_kubelet_gc_pause_seconds",
+    "Time the event loop stood still in Python's cyclic garbage collector, by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
+
+def watch_gc_pauses() -> None:
+    """Time every garbage collection (idempotent): with thousands of cached pods a full
+    collection walks every object, and that pause delays every pod sync behind it."""
+    if _gc_timer in gc.callbacks:
+        return
+    gc.callbacks.append(_gc_timer)
+
+
+_gc_started = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    elif _gc_started:
+        GC_PAUSE_SECONDS.labels(str(info.get("generation", "?"))).observe(
+            time.perf_counter() - _gc_started
+        )
