@@ -30,7 +30,7 @@ from .kube.errors import ApiError
 from .kube.events import EventRecorder
 from .kubelet_api.certs import ServingIdentity
 from .kubelet_api.service import KubeletApiSettings, KubeletService
-from .metrics import watch_gc_pauses
+from .metrics import count_pods_from, watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
 from .node.lease import LeaseController
@@ -249,6 +249,7 @@ class Agent:
                 resources,
                 volumes if provider.wants_volume_files() else None,
             )
+            count_pods_from(lambda: list(pods.pods.store.values()))
             async with asyncio.TaskGroup() as group:
                 group.create_task(supervise("events", events.run), name="events")
                 reflector = await pods.start(timeout=s.startup_timeout or 1e9)

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 API_REQUESTS = Counter(
     "virtual_kubelet_api_requests_total",
@@ -45,9 +50,6 @@ LEASE_RENEWAL_AGE = Gauge(
 )
 LEASE_RENEWALS = Counter(
     "virtual_kubelet_lease_renewals_total", "Lease renewal attempts, by result.", ["result"]
-)
-PODS = Gauge(
-    "virtual_kubelet_pods", "Pods bound to this node, by phase as last written.", ["phase"]
 )
 EVENTS_DROPPED = Counter(
     "virtual_kubelet_events_dropped_total",
@@ -88,3 +90,35 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
         GC_PAUSE_SECONDS.labels(str(info.get("generation", "?"))).observe(
             time.perf_counter() - _gc_started
         )
+
+
+class _PodsByPhase(Collector):
+    """`virtual_kubelet_pods{phase}`, counted from the pod cache when scraped (always current,
+    nothing to keep in step)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "virtual_kubelet_pods",
+            "Pods bound to this node, by phase as the API server has them.",
+            labels=["phase"],
+        )
+        phases = Tally(
+            str(pod.get("status", {}).get("phase") or "Pending") for pod in self.source()
+        )
+        for phase in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+            family.add_metric([phase], phases.pop(phase, 0))
+        for phase, count in sorted(phases.items()):
+            family.add_metric([phase], count)
+        yield family
+
+
+_PODS = _PodsByPhase()
+REGISTRY.register(_PODS)
+
+
+def count_pods_from(source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    """Where `virtual_kubelet_pods` counts pods (the agent's pod cache)."""
+    _PODS.source = source

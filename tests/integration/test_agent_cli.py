@@ -13,7 +13,7 @@ from pathlib import Path
 
 from virtual_kubelet.devcluster import DevCluster, wait_until
 
-from .conftest import AgentFactory
+from .conftest import AgentFactory, create, pod_manifest
 
 CLI = [sys.executable, "-m", "virtual_kubelet"]
 
@@ -143,7 +143,9 @@ def test_bad_flags_and_environment(devcluster: DevCluster) -> None:
     assert "'soon' is not a duration" in result.stderr
 
 
-def test_metrics_endpoint_reports_queue_api_and_lease_metrics(start_agent: AgentFactory) -> None:
+def test_metrics_endpoint_reports_queue_api_lease_and_pod_metrics(
+    start_agent: AgentFactory, devcluster: DevCluster, kube_namespace: str
+) -> None:
     agent = start_agent()
 
     def port() -> int | None:
@@ -163,5 +165,15 @@ def test_metrics_endpoint_reports_queue_api_and_lease_metrics(start_agent: Agent
         "virtual_kubelet_workqueue_depth",
         "virtual_kubelet_lease_renewal_age_seconds",
         "virtual_kubelet_sync_duration_seconds",
+        "virtual_kubelet_gc_pause_seconds",
     ):
         assert name in text, name
+    assert 'virtual_kubelet_pods{phase="Running"} 0.0' in text
+    # Pods are counted by phase from the agent's cache.
+    create(devcluster, kube_namespace, pod_manifest("counted", agent.node_name))
+
+    def running_counted() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            return 'virtual_kubelet_pods{phase="Running"} 1.0' in r.read().decode()
+
+    wait_until(running_counted, 60, "the running pod in virtual_kubelet_pods")
