@@ -358,6 +358,99 @@ def test_delete_runs_prestop_then_sigterm_and_honours_the_grace_period(
     assert 2.5 < time.monotonic() - started < 20  # SIGKILL came after the 3 s grace period
 
 
+def test_post_start_hook_runs_in_the_container_before_readiness(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    # The hook writes into the container's working directory, with the container's env; the
+    # readiness probe (same directory) succeeds once the file is there. `sleep 1` first: the
+    # probe, every second, would see nothing if it ran before the hook finished.
+    hook = 'sleep 1; echo "$HOSTNAME $GREETING" > hook-out'
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "hooked",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "exec sleep 3600"],
+                    "env": [{"name": "GREETING", "value": "hello-from-env"}],
+                    "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", hook]}}},
+                    "readinessProbe": {
+                        "exec": {"command": ["cat", "hook-out"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        ),
+    )
+    wait_until(
+        lambda: (
+            (condition(pod(devcluster, kube_namespace, "hooked"), "Ready") or {}).get("status")
+            == "True"
+        ),
+        60,
+        "hooked Ready",
+    )
+    assert _container(devcluster, kube_namespace, "hooked").get("restartCount") == 0
+    out = devcluster.kubectl("exec", "hooked", "-n", kube_namespace, "--", "cat", "hook-out")
+    assert out.stdout == "hooked hello-from-env\n"
+
+
+def test_failed_post_start_hook_kills_and_restarts_the_container(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    failing = {"exec": {"command": ["sh", "-c", "echo no config >&2; exit 1"]}}
+    for name, policy in (("hookfail", "Always"), ("hookonce", "Never")):
+        create(
+            devcluster,
+            kube_namespace,
+            _pod(
+                name,
+                agent.node_name,
+                [
+                    {
+                        "name": "c",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "exec sleep 3600"],
+                        "lifecycle": {"postStart": failing},
+                    }
+                ],
+                restartPolicy=policy,
+                terminationGracePeriodSeconds=5,
+            ),
+        )
+    restarted = wait_until(
+        lambda: (
+            (s := _container(devcluster, kube_namespace, "hookfail")).get("restartCount", 0) >= 2
+            and s
+        ),
+        60,
+        "two restarts after failed postStart hooks",
+    )
+    assert restarted["ready"] is False
+    last = restarted["lastState"]["terminated"]
+    assert last["exitCode"] == 143  # killed with SIGTERM
+    assert last["message"].startswith("PostStartHookError: Exec lifecycle hook ([sh -c echo no")
+    assert "exited with 1" in last["message"]
+    assert "no config" in last["message"]
+    described = devcluster.kubectl("describe", "pod", "hookfail", "-n", kube_namespace).stdout
+    assert "PostStartHookError: Exec lifecycle hook" in described
+    # restartPolicy Never: the container ends terminated, the pod Failed.
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "hookonce").get("phase") == "Failed",
+        60,
+        "hookonce Failed",
+    )
+    once = _container(devcluster, kube_namespace, "hookonce")
+    assert once.get("restartCount", 0) == 0
+    assert once["state"]["terminated"]["message"].startswith("PostStartHookError: ")
+
+
 def test_configmap_volume_is_readable_and_follows_updates(
     devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
 ) -> None:

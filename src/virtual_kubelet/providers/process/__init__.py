@@ -46,11 +46,23 @@ What a container sees:
   the agent creates, reachable from this machine only (no NAT, no forwarding); the shim enters it
   before exec, probes and port-forward connect to the pod's address. See `network.py`.
 
+Lifecycle hooks: `preStop` runs before every kill (deletion, failed probes, a failed postStart
+hook), within the grace period. `postStart` runs right after an app container's process started:
+exec inside its env, working directory and namespaces, httpGet or tcpSocket against the pod IP (any
+HTTP response will do, as for the kubelet), or sleep. Until it returns the container shows
+`waiting` (ContainerCreating), neither started nor ready, and no probe runs. If it fails the
+container is killed as the kubelet's FailedPostStartHook kill does (preStop, SIGTERM, SIGKILL after
+terminationGracePeriodSeconds) and its restartPolicy applies; the terminated state's message is
+`PostStartHookError: <the kubelet's message>`, and before an immediate restart the waiting reason
+is PostStartHookError. A container that exits while its hook runs is accounted for as any exit. A
+hook has no timeout (as in the kubelet) but never blocks anything else: it ends with its container,
+and deleting the pod abandons it. Containers adopted by a restarted agent do not run it again.
+
 Not done: pid namespaces, user
 switching (runAsUser & co. are ignored: processes run as the agent's user), image pulling,
 readiness gates, native sidecars (init containers with restartPolicy Always are treated as
-ordinary init containers), postStart hooks, gRPC probes (they count as successes), and resizing
-the terminal of `kubectl attach` to a `tty: true` container.
+ordinary init containers), gRPC probes (they count as successes), and resizing the terminal of
+`kubectl attach` to a `tty: true` container.
 """
 
 from __future__ import annotations

@@ -8,12 +8,19 @@ followed, HTTPS is not verified, host defaults to the pod IP, port may name a co
 `tcpSocket`, and the lifecycle `sleep` action. gRPC probes are not supported: they count as
 successes (and are logged once) so they never kill a container.
 
+`Handlers.hook` runs a postStart hook the way the kubelet's handler runner does: without a
+timeout (the caller cancels it when the container ends or the pod goes), an httpGet hook fails
+only if the request fails (any HTTP response, whatever its status, is a success), and a failure
+is described in the kubelet's words (`Exec lifecycle hook ([cmd]) for Container "c" in Pod
+"name_ns(uid)" failed - error: ..., message: "..."`).
+
 This module decides nothing about containers: it reports results through callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,10 +30,13 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
-ExecFn = Callable[[list[str], float], Awaitable[tuple[int, bytes]]]
+#: Runs a command in the container: (argv, timeout or None for none) -> (exit code, output).
+ExecFn = Callable[[list[str], float | None], Awaitable[tuple[int, bytes]]]
 Result = tuple[bool, str]
 
 USER_AGENT = "kube-probe/1.36"
+#: What the kubelet's lifecycle hooks send (`kube-lifecycle/<major>.<minor>`).
+HOOK_USER_AGENT = "kube-lifecycle/1.36"
 #: The kubelet reads at most this much of a probe's HTTP body or exec output.
 MAX_OUTPUT = 10 * 1024
 
@@ -62,6 +72,34 @@ def resolve_port(port: Any, container: dict[str, Any]) -> int:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def go_quote(text: str) -> str:
+    """`text` as Go's %q prints it, near enough (a double-quoted string with escapes)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def pod_desc(pod: dict[str, Any]) -> str:
+    """The kubelet's name for a pod in messages (format.Pod): `name_namespace(uid)`."""
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('name')}_{meta.get('namespace')}({meta.get('uid')})"
+
+
+def _http_request(
+    action: dict[str, Any], container: dict[str, Any], pod_ip: str, user_agent: str
+) -> tuple[str, dict[str, str]]:
+    """The URL and headers of an httpGet handler (ValueError for an unknown named port)."""
+    port = resolve_port(action.get("port"), container)
+    scheme = str(action.get("scheme") or "HTTP").lower()
+    path = str(action.get("path") or "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    url = f"{scheme}://{_host(str(action.get('host') or pod_ip))}:{port}{path}"
+    headers = {"User-Agent": user_agent, "Accept": "*/*"}
+    for header in action.get("httpHeaders") or []:
+        if isinstance(header, dict) and header.get("name"):
+            headers[str(header["name"])] = str(header.get("value") or "")
+    return url, headers
 
 
 class Handlers:
@@ -136,16 +174,7 @@ class Handlers:
     async def _http(
         self, action: dict[str, Any], container: dict[str, Any], timeout: float, pod_ip: str
     ) -> Result:
-        port = resolve_port(action.get("port"), container)
-        scheme = str(action.get("scheme") or "HTTP").lower()
-        path = str(action.get("path") or "/")
-        if not path.startswith("/"):
-            path = "/" + path
-        url = f"{scheme}://{_host(str(action.get('host') or pod_ip))}:{port}{path}"
-        headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
-        for header in action.get("httpHeaders") or []:
-            if isinstance(header, dict) and header.get("name"):
-                headers[str(header["name"])] = str(header.get("value") or "")
+        url, headers = _http_request(action, container, pod_ip, USER_AGENT)
         try:
             async with self._client().get(
                 url,
@@ -176,6 +205,80 @@ class Handlers:
             return False, f"dial tcp {_host(host)}:{port}: {exc.strerror or exc}"
         writer.close()
         return True, ""
+
+    async def hook(
+        self,
+        handler: dict[str, Any],
+        container: dict[str, Any],
+        exec_fn: ExecFn,
+        *,
+        pod: str,
+        pod_ip: str | None = None,
+    ) -> Result:
+        """Run a lifecycle hook to its end (no timeout): (True, "") or (False, the kubelet's
+        message). `pod` names the pod in messages (see `pod_desc`)."""
+        host = pod_ip or self.pod_ip
+        name = go_quote(str(container.get("name") or ""))
+        where = f"for Container {name} in Pod {go_quote(pod)} failed - error:"
+        if isinstance(handler.get("exec"), dict):
+            command = [str(part) for part in handler["exec"].get("command") or []]
+            output = b""
+            try:
+                if not command:
+                    raise ValueError("exec handler without a command")
+                code, output = await exec_fn(command, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. the container is not running any more
+                error = str(exc) or type(exc).__name__
+            else:
+                if code == 0:
+                    return True, ""
+                error = f"command '{' '.join(command)}' exited with {code}"
+            text = output[:MAX_OUTPUT].decode("utf-8", "replace")
+            shown = f"[{' '.join(command)}]"
+            return (
+                False,
+                f"Exec lifecycle hook ({shown}) {where} {error}, message: {go_quote(text)}",
+            )
+        if isinstance(handler.get("httpGet"), dict):
+            action = handler["httpGet"]
+            try:
+                url, headers = _http_request(action, container, host, HOOK_USER_AGENT)
+                async with self._client().get(
+                    url,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(),
+                ) as response:
+                    await response.content.read(MAX_OUTPUT)
+                return True, ""  # as the kubelet's: any response will do, whatever its status
+            except asyncio.CancelledError:
+                raise
+            except ValueError as exc:
+                error = str(exc)
+            except (aiohttp.ClientError, OSError) as exc:
+                error = f'Get "{url}": {exc}'
+            return False, f"HTTP lifecycle hook ({action.get('path') or ''}) {where} {error}"
+        if isinstance(handler.get("tcpSocket"), dict):
+            action = handler["tcpSocket"]
+            try:
+                port = resolve_port(action.get("port"), container)
+                target = str(action.get("host") or host)
+                _, writer = await asyncio.open_connection(target, port)
+                writer.close()
+                return True, ""
+            except asyncio.CancelledError:
+                raise
+            except ValueError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"dial tcp {_host(target)}:{port}: {exc.strerror or exc}"
+            return False, f"TCP lifecycle hook ({action.get('port')}) {where} {error}"
+        if isinstance(handler.get("sleep"), dict):
+            await asyncio.sleep(_number(handler["sleep"].get("seconds"), 0.0, 0.0))
+            return True, ""
+        return False, f"Cannot run handler: invalid handler: {sorted(handler)}"
 
 
 async def probe_loop(

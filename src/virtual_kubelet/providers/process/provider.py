@@ -46,7 +46,7 @@ from .launch import LaunchError, build, container_id
 from .limits import Cgroups
 from .logs import Follower, fallback_message, stream_log
 from .network import NETNS_DIR, Bridge, NetworkError, remove_pod_network
-from .probes import Handlers, probe_loop
+from .probes import Handlers, pod_desc, probe_loop
 from .shim import START_ERROR_CODE, enter_network_namespace, start_ticks, write_json
 from .state import (
     ContainerRecord,
@@ -91,8 +91,20 @@ class _Pod:
         self.runs: dict[str, RunInfo] = {}
         self.kill_messages: dict[str, str] = {}
         self.restart_now: set[str] = set()
+        #: Running postStart hooks (cancelled when the pod halts) and, per container, why its
+        #: last postStart hook failed (until that run's exit is accounted for).
+        self.hooks: dict[str, asyncio.Task[tuple[bool, str]]] = {}
+        self.hook_errors: dict[str, str] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.gone = False
+
+    def halt(self) -> None:
+        """No more starts or restarts; running postStart hooks are abandoned (the kubelet
+        cancels a sync that is waiting for one when the pod is to be terminated)."""
+        self.halted = True
+        self.wake.set()
+        for hook in list(self.hooks.values()):
+            hook.cancel()
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
@@ -114,6 +126,20 @@ class _Pod:
     def grace(self) -> float:
         value = (self.record.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
         return float(value) if value is not None else DEFAULT_GRACE
+
+
+def _post_start(container: dict[str, Any], init: bool) -> dict[str, Any] | None:
+    """The container's postStart handler, if it has one (init containers cannot)."""
+    hook = (container.get("lifecycle") or {}).get("postStart")
+    return hook if isinstance(hook, dict) and not init else None
+
+
+def _mark_started(record: ContainerRecord, container: dict[str, Any], init: bool) -> None:
+    """A container that is running (its postStart hook, if any, done): started unless a startup
+    probe has to say so, ready unless a readiness probe has to (init containers never are)."""
+    record.state, record.reason, record.message = "running", "", ""
+    record.started = not container.get("startupProbe")
+    record.ready = record.started and not container.get("readinessProbe") and not init
 
 
 def _exit_code(returncode: int) -> int:
@@ -262,8 +288,11 @@ class ProcessProvider(Provider):
                     info = read_run(layout, name, state.run)
                     if info is not None and info.shim_alive():
                         pod.runs[name] = info
-                        # Started just before the old agent died: it runs, so say so.
-                        state.state, state.reason, state.message = "running", "", ""
+                        if state.state != "running":
+                            # Started just before the old agent died, or it died while the
+                            # postStart hook ran (never run again, as a restarted kubelet does
+                            # not): it runs, so say so.
+                            _mark_started(state, pod.container(name), state.init)
                         state.started_at = info.started_at
                         state.process = dataclasses.asdict(info)
             pod.task = asyncio.create_task(self._run_pod(pod))
@@ -619,6 +648,7 @@ class ProcessProvider(Provider):
                     result = await self._collect_exit(state, name, record.run)
                     self._account(state, name, init, result)
                     continue
+                fresh = run is None
                 if run is None:
                     await self._back_off(state, record)
                     if state.halted:
@@ -632,11 +662,12 @@ class ProcessProvider(Provider):
                 elif record.state != "running":
                     record.state, record.started_at = "running", run.started_at
                     self._changed(state)
-                probes = [] if init else self._start_probes(state, name, run)
+                # An adopted run (the agent restarted) had its postStart hook run already.
+                watch = [] if init else [asyncio.create_task(self._watch(state, name, run, fresh))]
                 try:
                     result = await self._wait_exit(state, name, run)
                 finally:
-                    await _finish(probes)
+                    await _finish(watch)
                 self._account(state, name, init, result)
             except asyncio.CancelledError:
                 raise
@@ -749,11 +780,15 @@ class ProcessProvider(Provider):
         state.runs[name] = info
         record.process = dataclasses.asdict(info)
         record.log_path = str(layout.log(name, run))
-        record.state, record.reason, record.message = "running", "", ""
         record.started_at = info.started_at
         record.container_id = container_id(state.record.uid, name, run, info.started_at)
-        record.started = not container.get("startupProbe")
-        record.ready = record.started and not container.get("readinessProbe") and not init
+        if _post_start(container, init) is None:
+            _mark_started(record, container, init)
+        else:
+            # As with the kubelet, whose status shows the container as still being created
+            # until its postStart hook returned: not running, started nor ready yet.
+            record.state, record.reason, record.message = "waiting", "ContainerCreating", ""
+            record.started = record.ready = False
         self._changed(state)
         return info
 
@@ -837,6 +872,7 @@ class ProcessProvider(Provider):
         finished = float(result.get("finished_at") or time.time())
         state.runs.pop(name, None)
         record.process = None
+        hook_error = state.hook_errors.pop(name, None)
         if result.get("error"):
             state.kill_messages.pop(name, None)
             self._start_failed(state, name, init, run, str(result["error"]), started)
@@ -864,7 +900,9 @@ class ProcessProvider(Provider):
         if record.container_id:
             terminated["containerID"] = f"process://{record.container_id}"
         record.processed_run = run
-        self._after_exit(state, name, init, terminated, run, finished - started)
+        self._after_exit(
+            state, name, init, terminated, run, finished - started, hook_error=hook_error
+        )
 
     def _termination_message(
         self, state: _Pod, name: str, container: dict[str, Any], run: int, code: int
@@ -892,6 +930,7 @@ class ProcessProvider(Provider):
         run: int,
         ran_for: float,
         start_error: str | None = None,
+        hook_error: str | None = None,
     ) -> None:
         record = state.record.containers[name]
         code = int(terminated["exitCode"])
@@ -936,6 +975,9 @@ class ProcessProvider(Provider):
                 f"back-off {go_duration(delay)} restarting failed container={name} "
                 f"pod={meta['name']}_{meta['namespace']}({meta['uid']})"
             )
+        elif hook_error is not None:
+            # The kubelet's waiting reason until the next start (its SyncPod error).
+            record.reason, record.message = "PostStartHookError", hook_error
         else:
             record.reason, record.message = "ContainerCreating", ""
         self._changed(state)
@@ -944,11 +986,76 @@ class ProcessProvider(Provider):
 
     def _exec_fn(
         self, state: _Pod, name: str
-    ) -> Callable[[list[str], float], Awaitable[tuple[int, bytes]]]:
-        async def run(argv: list[str], timeout: float) -> tuple[int, bytes]:
+    ) -> Callable[[list[str], float | None], Awaitable[tuple[int, bytes]]]:
+        async def run(argv: list[str], timeout: float | None) -> tuple[int, bytes]:
             return await self._exec_capture(state, name, argv, timeout)
 
         return run
+
+    async def _watch(self, state: _Pod, name: str, run: RunInfo, post_start: bool) -> None:
+        """An app container's run from its start to its exit (the caller cancels this then):
+        its postStart hook (on fresh starts), then its probes."""
+        container = state.container(name)
+        hook = _post_start(container, False) if post_start else None
+        if hook is not None:
+            if state.halted:
+                return
+            outcome = await self._run_post_start(state, name, run, hook)
+            if outcome is None or state.runs.get(name) is not run:
+                return  # abandoned: the pod halts, or the run ended meanwhile
+            ok, message = outcome
+            if not ok:
+                self._post_start_failed(state, name, run, message)
+                return
+            _mark_started(state.record.containers[name], container, False)
+            self._changed(state)
+        probes = self._start_probes(state, name, run)
+        try:
+            if probes:
+                await asyncio.wait(probes)
+        finally:
+            await _finish(probes)
+
+    async def _run_post_start(
+        self, state: _Pod, name: str, run: RunInfo, hook: dict[str, Any]
+    ) -> tuple[bool, str] | None:
+        """Run the postStart hook to its end; None if it was abandoned (see `_Pod.halt`)."""
+        task = asyncio.create_task(
+            self.handlers.hook(
+                hook,
+                state.container(name),
+                self._exec_fn(state, name),
+                pod=pod_desc(state.record.pod),
+                pod_ip=self._pod_ip(state),
+            )
+        )
+        state.hooks[name] = task
+        try:
+            await asyncio.wait([task])
+        finally:
+            if state.hooks.get(name) is task:
+                del state.hooks[name]
+            if not task.done():  # this watch is cancelled: the run ended
+                await _finish([task])
+        return None if task.cancelled() else task.result()
+
+    def _post_start_failed(self, state: _Pod, name: str, run: RunInfo, message: str) -> None:
+        """As the kubelet's startContainer: kill the container (preStop hook and grace period as
+        for any kill), then its restartPolicy applies. The kubelet's waiting reason
+        PostStartHookError carries the message; so does the terminated state here (the
+        kubelet's event, FailedPostStartHook, has no place outside the status)."""
+        if state.halted or name in state.kill_messages:
+            return  # being killed already
+        # The message may quote the hook's output: not logged, as the kubelet keeps it out of
+        # its event.
+        log.info(
+            "process provider: postStart hook of container %s in %s failed; killing it",
+            name,
+            state.record.key,
+        )
+        state.kill_messages[name] = f"PostStartHookError: {message}"
+        state.hook_errors[name] = message
+        state.spawn(self._kill(state, name, run, time.time() + state.grace()))
 
     def _start_probes(self, state: _Pod, name: str, run: RunInfo) -> list[asyncio.Task[None]]:
         container = state.container(name)
@@ -1067,8 +1174,7 @@ class ProcessProvider(Provider):
     async def _terminate(self, state: _Pod) -> None:
         """Graceful deletion: stop everything, report the final status, forget the pod."""
         record = state.record
-        state.halted = True
-        state.wake.set()
+        state.halt()
         deadline = self._deletion_deadline(state)
         await asyncio.gather(
             *(self._kill(state, name, run, deadline) for name, run in list(state.runs.items())),
@@ -1126,8 +1232,7 @@ class ProcessProvider(Provider):
             return
         record.phase, record.reason = "Failed", "DeadlineExceeded"
         record.message = "Pod was active on the node longer than the specified deadline"
-        state.halted = True
-        state.wake.set()
+        state.halt()
         self._changed(state)
         deadline = time.time() + state.grace()
         await asyncio.gather(
@@ -1179,10 +1284,11 @@ class ProcessProvider(Provider):
                 os.close(fd)
 
     async def _exec_capture(
-        self, state: _Pod, name: str, argv: list[str], timeout: float
+        self, state: _Pod, name: str, argv: list[str], timeout: float | None
     ) -> tuple[int, bytes]:
         """Run a probe or hook command; its exit code and combined output. TimeoutError if it
-        takes longer than `timeout` (it is killed then)."""
+        takes longer than `timeout` (it is killed then; None: no limit, but it is killed if the
+        caller is cancelled)."""
         process = await self._exec_process(
             state,
             name,
@@ -1344,8 +1450,8 @@ class ProcessProvider(Provider):
                 raise InvalidInput(
                     f'previous terminated container "{container}" in pod "{pod}" not found'
                 )
-        elif record.state in ("running", "terminated") and record.run:
-            run = record.run
+        elif (record.state in ("running", "terminated") or container in state.runs) and record.run:
+            run = record.run  # (a run whose postStart hook runs is "waiting" but has a log)
         elif record.last_run:
             run = record.last_run
         else:
