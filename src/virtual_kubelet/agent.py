@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
+from .gcpacing import FullCollectionPacer
 from .kube import config as kubeconfig
 from .kube.client import KubeClient
 from .kube.errors import ApiError
@@ -252,6 +253,8 @@ class Agent:
             count_pods_from(lambda: list(pods.pods.store.values()))
             async with asyncio.TaskGroup() as group:
                 group.create_task(supervise("events", events.run), name="events")
+                pacer = FullCollectionPacer()
+                group.create_task(supervise("gc pacing", pacer.run), name="gc pacing")
                 reflector = await pods.start(timeout=s.startup_timeout or 1e9)
                 await node.register()
                 log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
