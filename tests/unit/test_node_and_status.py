@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from virtual_kubelet.node.controller import NodeSettings, default_node, merge_taints
@@ -107,3 +108,23 @@ def test_spec_hash_ignores_status_and_our_own_annotation() -> None:
     assert spec_hash(pod) == base
     pod["spec"]["containers"][0]["image"] = "new"
     assert spec_hash(pod) != base
+
+
+def test_deletion_deadline_counts_the_grace_period_from_when_it_is_seen() -> None:
+    from virtual_kubelet.pods.controller import DELETION_SLACK_S, deletion_deadline
+
+    pod = {
+        "metadata": {
+            "deletionTimestamp": "2026-11-22T10:00:03Z",  # whole seconds: up to 1 s early
+            "deletionGracePeriodSeconds": 3,
+        }
+    }
+    seen = datetime.datetime(2026, 11, 22, 10, 0, 0, 900000, tzinfo=datetime.UTC).timestamp()
+    assert deletion_deadline(pod, seen) == seen + 3 + DELETION_SLACK_S
+    # Seen late (the agent was down): deletionTimestamp has long passed; still a full grace.
+    late = seen + 3600
+    assert deletion_deadline(pod, late) == late + 3 + DELETION_SLACK_S
+    # Without a grace period the timestamp is all there is.
+    del pod["metadata"]["deletionGracePeriodSeconds"]
+    stamp = datetime.datetime(2026, 11, 22, 10, 0, 3, tzinfo=datetime.UTC).timestamp()
+    assert deletion_deadline(pod, seen) == stamp + DELETION_SLACK_S

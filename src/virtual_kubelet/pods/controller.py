@@ -57,6 +57,22 @@ _SPEC_FIELDS = (
 )
 
 
+#: Time a provider gets beyond the grace period to report a pod gone before the API object is
+#: removed regardless (its processes may still be in their final SIGKILL).
+DELETION_SLACK_S = 2.0
+
+
+def deletion_deadline(pod: Pod, now: float) -> float:
+    """Like a kubelet, the grace period counts from when the deletion is seen here, not from
+    deletionTimestamp: that has whole-second precision and may already be partly spent by the
+    time the watch delivers it, and the provider counts from its own delete call."""
+    meta = pod["metadata"]
+    stamp = parse(meta["deletionTimestamp"]).timestamp()
+    grace = meta.get("deletionGracePeriodSeconds")
+    observed = now + float(grace) if grace is not None else stamp
+    return max(stamp, observed) + DELETION_SLACK_S
+
+
 def spec_hash(pod: Pod) -> str:
     """What, when changed, makes the provider's copy stale (status never counts)."""
     meta = pod.get("metadata", {})
@@ -96,6 +112,10 @@ class _Tracked:
     failures: int = 0
     gave_up: bool = False
     delete_requested: bool = False
+    #: When the API object goes even if the provider still reports the pod, and the grace period
+    #: it was computed from (a shortened grace period, e.g. a second `kubectl delete`, resets it).
+    deletion_deadline: float | None = None
+    deletion_grace: Any = None
     last_pod: Pod | None = None
     waiting_reason: str | None = None
 
@@ -467,7 +487,13 @@ class PodController:
     # --- deletion ---------------------------------------------------------------------------------
 
     async def _sync_deletion(self, key: str, pod: Pod, tracked: _Tracked) -> None:
-        deadline = parse(pod["metadata"]["deletionTimestamp"]).timestamp()
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        if tracked.deletion_deadline is None or grace != tracked.deletion_grace:
+            computed = deletion_deadline(pod, time.time())
+            if tracked.deletion_deadline is not None:
+                computed = min(computed, tracked.deletion_deadline)
+            tracked.deletion_deadline, tracked.deletion_grace = computed, grace
+        deadline = tracked.deletion_deadline
         if tracked.in_provider and not tracked.delete_requested:
             try:
                 await self._call("delete_pod", self.provider.delete_pod(pod))
