@@ -481,3 +481,47 @@ def test_websocket_v4_client_execs_through_the_api_server(api_node: ApiNode) -> 
     out, status = asyncio.run(main())
     assert out == b"over websocket\n"
     assert status["status"] == "Success"
+
+
+def test_websocket_port_forward_through_the_api_server(api_node: ApiNode) -> None:
+    """A client speaking the WebSocket `portforward.k8s.io` protocol (data and error channel per
+    port, each opened with the port number) is passed through to us untranslated."""
+    import asyncio
+
+    import aiohttp
+
+    cluster = api_node.cluster
+    payload = os.urandom(256 * 1024)
+
+    async def main() -> tuple[list[tuple[int, bytes]], bytes]:
+        url = (
+            f"{cluster.server}/api/v1/namespaces/{api_node.namespace}/pods/web/portforward"
+            "?ports=8080"
+        )
+        headers: list[tuple[int, bytes]] = []
+        echoed = b""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                url, ssl=cluster.ssl_context(), protocols=("portforward.k8s.io",)
+            ) as ws,
+        ):
+            assert ws.protocol == "portforward.k8s.io"
+            while len(headers) < 2:  # the port number on the data and on the error channel
+                message = await ws.receive(timeout=30)
+                assert message.type == aiohttp.WSMsgType.BINARY, message
+                headers.append((message.data[0], message.data[1:]))
+            for start in range(0, len(payload), 32 * 1024):
+                await ws.send_bytes(b"\x00" + payload[start : start + 32 * 1024])
+            while len(echoed) < len(payload):
+                message = await ws.receive(timeout=30)
+                assert message.type == aiohttp.WSMsgType.BINARY, message
+                channel, data = message.data[0], message.data[1:]
+                assert channel == 0, data  # nothing on the error channel
+                echoed += data
+        return headers, echoed
+
+    headers, echoed = asyncio.run(main())
+    port = (8080).to_bytes(2, "little")
+    assert sorted(headers) == [(0, port), (1, port)]
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
