@@ -106,7 +106,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         mine = [r for r in rows if r["scenario"] == scenario]
         if not mine:
             continue
-        header = [*keys, "contender", *columns, "vs ceiling", "vs kwok"]
+        header = [*keys, "contender", columns[0], "min-max", "n", *columns[1:]]
+        header += ["vs ceiling", "vs kwok"]
         lines.append(
             f"\n## {scenario} ({columns[0]}: {'lower' if columns[0] in LOWER_IS_BETTER else 'higher'} is better)"
         )
@@ -116,7 +117,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             cells = [str(row.get(k)) for k in keys] + [
                 row["contender"] + ("" if row["complete"] else " (incomplete)")
             ]
-            cells += ["-" if row.get(c) is None else str(row.get(c)) for c in columns]
+            values = ["-" if row.get(c) is None else str(row.get(c)) for c in columns]
+            spread = row.get("spread")
+            cells += [values[0], f"{spread[0]}-{spread[1]}" if spread else "-", str(row["repeats"])]
+            cells += values[1:]
             cells += [_ratio(rows, row, "ceiling"), _ratio(rows, row, "kwok")]
             lines.append("| " + " | ".join(cells) + " |")
         for row in mine:
