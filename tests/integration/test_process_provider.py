@@ -581,6 +581,34 @@ def test_missing_command_is_a_clear_waiting_reason(
     assert agent.process.poll() is None
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs a root agent")
+def test_run_as_user_applies_to_the_container_and_kubectl_exec(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = _agent(start_agent)
+    script = "id -u; id -g; id -G; exec sleep 300"
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "nobody",
+            agent.node_name,
+            [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+            securityContext={"runAsUser": 65534, "supplementalGroups": [1234]},
+            terminationGracePeriodSeconds=0,
+        ),
+    )
+
+    def logged() -> list[str] | None:
+        lines = devcluster.kubectl("logs", "nobody", "-n", kube_namespace, check=False).stdout
+        return lines.splitlines() if len(lines.splitlines()) >= 3 else None
+
+    # No runAsGroup: the primary group of uid 65534 in the host's /etc/passwd (nogroup).
+    assert wait_until(logged, 60, "the id output") == ["65534", "65534", "65534 1234"]
+    out = devcluster.kubectl("exec", "nobody", "-n", kube_namespace, "--", "id", "-u").stdout
+    assert out == "65534\n"
+
+
 def _port_forward_get(
     cluster: DevCluster, namespace: str, name: str, port: int, path: str
 ) -> bytes:

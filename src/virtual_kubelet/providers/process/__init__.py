@@ -58,8 +58,17 @@ is PostStartHookError. A container that exits while its hook runs is accounted f
 hook has no timeout (as in the kubelet) but never blocks anything else: it ends with its container,
 and deleting the pod abandons it. Containers adopted by a restarted agent do not run it again.
 
-Not done: pid namespaces, user
-switching (runAsUser & co. are ignored: processes run as the agent's user), image pulling,
+User and groups: the effective runAsUser / runAsGroup / runAsNonRoot (container securityContext
+over the pod's) and the pod's supplementalGroups + fsGroup; the shim calls setgroups, setresgid,
+setresuid right before exec, for the container and for exec sessions, probes and hooks (the shim
+stays root). No runAsGroup: the uid's primary group in the host's /etc/passwd, else 0 (as runc
+with the image's); /etc/group memberships of that user are added, as runc does. The scratch
+workdir and termination file are chowned to the user; emptyDirs get group fsGroup, g+rwx, setgid.
+runAsNonRoot with uid 0 (or no runAsUser and a root agent) is CreateContainerConfigError with the
+kubelet's message; a non-root agent asked for another uid/groups gives RunContainerError. Nothing
+set: the agent's user, as before.
+
+Not done: pid namespaces, image pulling,
 readiness gates, native sidecars (init containers with restartPolicy Always are treated as
 ordinary init containers), gRPC probes (they count as successes), and resizing the terminal of
 `kubectl attach` to a `tty: true` container.

@@ -10,6 +10,9 @@ Rules (also in the package docstring):
   `bin` and `usr/bin`) and HOME if the pod sets neither; HOSTNAME = the pod's hostname (or name)
   unless set; TERM=xterm for `tty: true`; always VK_TERMINATION_MESSAGE_PATH and one
   VK_VOLUME_<NAME> per volumeMount (see `volume_env_name`).
+- user: the effective runAsUser / runAsGroup / runAsNonRoot (the container's securityContext over
+  the pod's) and the pod's supplementalGroups + fsGroup (see `identity`); the shim switches to it
+  right before exec. runAsNonRoot with uid 0 is a `ConfigError` (CreateContainerConfigError).
 - volumeMounts: bind mode mounts each volume (or its subPath) at mountPath in the container's
   private mount namespace; env mode only sets VK_VOLUME_* to the host path.
 
@@ -18,8 +21,10 @@ It must never log or put env values into error messages: they may be secrets.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
+import pwd
 import re
 import stat
 from dataclasses import dataclass, field
@@ -38,6 +43,110 @@ class LaunchError(Exception):
     """The container cannot be started as specified (shown as RunContainerError)."""
 
 
+class ConfigError(LaunchError):
+    """The container's configuration forbids starting it (shown as CreateContainerConfigError)."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """The effective user settings of a container, as the kubelet determines them."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    fs_group: int | None = None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def effective_security(pod: dict[str, Any], container: dict[str, Any]) -> Security:
+    """runAsUser, runAsGroup and runAsNonRoot of the container's securityContext override the
+    pod's; supplementalGroups and fsGroup exist at pod level only."""
+    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
+    own = container.get("securityContext") or {}
+
+    def pick(key: str) -> Any:
+        return own[key] if own.get(key) is not None else pod_sc.get(key)
+
+    non_root = pick("runAsNonRoot")
+    return Security(
+        run_as_user=_int(pick("runAsUser")),
+        run_as_group=_int(pick("runAsGroup")),
+        run_as_non_root=non_root if isinstance(non_root, bool) else None,
+        supplemental_groups=tuple(
+            g for g in (_int(v) for v in pod_sc.get("supplementalGroups") or []) if g is not None
+        ),
+        fs_group=_int(pod_sc.get("fsGroup")),
+    )
+
+
+def _primary_gid(uid: int) -> int:
+    """As runc with the image's /etc/passwd (ours: the host's): the user's group, else 0."""
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return 0
+
+
+def _member_gids(uid: int) -> list[int]:
+    """The groups /etc/group lists the user of `uid` in (runc adds them too)."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return []
+    return [g.gr_gid for g in grp.getgrall() if name in g.gr_mem]
+
+
+def identity(
+    pod: dict[str, Any], container: dict[str, Any], agent_uid: int | None = None
+) -> dict[str, Any] | None:
+    """Who the container's processes run as: {"uid", "gid", "groups"} for the shim, or None to run
+    as the agent (no user settings). Raises ConfigError for a runAsNonRoot violation (the
+    kubelet's messages) and LaunchError when the agent cannot switch users (not root)."""
+    sc = effective_security(pod, container)
+    agent = os.geteuid() if agent_uid is None else agent_uid
+    meta = pod.get("metadata") or {}
+    where = (
+        f'(pod: "{meta.get("name")}_{meta.get("namespace")}({meta.get("uid")})", '
+        f"container: {container.get('name')})"
+    )
+    if sc.run_as_non_root:
+        if sc.run_as_user == 0:
+            raise ConfigError(f"container's runAsUser breaks non-root policy {where}")
+        if sc.run_as_user is None and agent == 0:
+            raise ConfigError(f"container has runAsNonRoot and image will run as root {where}")
+    extra = [*([sc.fs_group] if sc.fs_group is not None else []), *sc.supplemental_groups]
+    if sc.run_as_user is None and sc.run_as_group is None and not extra:
+        return None
+    uid = agent if sc.run_as_user is None else sc.run_as_user
+    gid = sc.run_as_group if sc.run_as_group is not None else _primary_gid(uid)
+    groups = list(dict.fromkeys([*_member_gids(uid), *extra]))
+    if agent != 0:
+        if uid != agent:
+            raise LaunchError(f"cannot switch to user {uid}: the agent does not run as root")
+        if gid != os.getegid() or not set(groups) <= {*os.getgroups(), gid}:
+            raise LaunchError(
+                f"cannot switch to group {gid} (groups {groups}): the agent does not run as root"
+            )
+        return None  # already who it should be
+    return {"uid": uid, "gid": gid, "groups": groups}
+
+
+def _give(path: Path, user: dict[str, Any]) -> None:
+    """Let the container's user own a directory or file the provider made for it."""
+    if path.exists():
+        os.chown(path, user["uid"], user["gid"])
+
+
+def _fs_group(path: Path, gid: int) -> None:
+    """As the kubelet's volume ownership management: group `gid`, group rwx, setgid directory."""
+    os.chown(path, -1, gid)
+    os.chmod(path, (path.stat().st_mode & 0o7777) | 0o2070)
+
+
 @dataclass
 class Launch:
     argv: list[str]
@@ -49,6 +158,8 @@ class Launch:
     termination_path: Path
     #: Directories the volumes of this container live in (for probes and messages).
     volume_paths: dict[str, str] = field(default_factory=dict)
+    #: {"uid", "gid", "groups"} the shim switches to before exec (None: the agent's user).
+    user: dict[str, Any] | None = None
 
 
 def volume_env_name(mount_path: str) -> str:
@@ -119,6 +230,8 @@ def build(
 ) -> Launch:
     """The run of `container`; `volume_dir(name)` is where the core wrote volume `name`."""
     name = str(container["name"])
+    user = identity(pod, container)
+    fs_group = effective_security(pod, container).fs_group
     argv = argv_of(container, config)
     env_list = container_env(container)
     given = {e["name"]: e["value"] for e in env_list}
@@ -149,6 +262,7 @@ def build(
         volume = volumes.get(volume_name)
         if volume is None:
             raise LaunchError(f"volumeMount {target!r} names an unknown volume {volume_name!r}")
+        empty_dir = isinstance(volume.get("emptyDir"), dict)
         if isinstance(volume.get("hostPath"), dict):
             base = _host_path_source(volume)
         else:
@@ -157,6 +271,10 @@ def build(
                 # A volume type the core does not write (PVC, CSI, ...): an empty directory.
                 base = layout.volume(volume_name)
                 base.mkdir(parents=True, exist_ok=True)
+                if user is not None:
+                    os.chmod(base, 0o777)  # as an emptyDir: writable by the container's user
+            if empty_dir and user is not None and fs_group is not None:
+                _fs_group(base, fs_group)
         sub = shown = str(mount.get("subPath") or "")
         if mount.get("subPathExpr"):
             shown = str(mount["subPathExpr"])
@@ -202,6 +320,13 @@ def build(
         working_dir = image.root if image is not None and image.root else ""
     if not working_dir:
         working_dir = str(layout.workdir(name))
+        if user is not None:
+            layout.workdir(name).mkdir(parents=True, exist_ok=True)
+            _give(layout.workdir(name), user)
+    if user is not None and termination == layout.termination(name):
+        if not termination.exists():
+            termination.touch(mode=0o644)
+        _give(termination, user)
     return Launch(
         argv=argv,
         env=env,
@@ -209,6 +334,7 @@ def build(
         mounts=mounts if bind else None,
         termination_path=termination,
         volume_paths=volume_paths,
+        user=user,
     )
 
 

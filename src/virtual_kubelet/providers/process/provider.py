@@ -42,7 +42,7 @@ from ...kubelet_api.logs import LogOptions
 from ...streams import ContainerIO, DuplexStream, InputStream, OutputStream
 from ..base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
 from .config import ProviderConfigError, load_config
-from .launch import LaunchError, build, container_id
+from .launch import ConfigError, LaunchError, build, container_id
 from .limits import Cgroups
 from .logs import Follower, fallback_message, stream_log
 from .network import NETNS_DIR, Bridge, NetworkError, remove_pod_network
@@ -718,6 +718,11 @@ class ProcessProvider(Provider):
                 volume_dir=lambda volume: self.context.volume_path(pod, volume),
                 bind=self.bind,
             )
+        except ConfigError as exc:
+            self._start_failed(
+                state, name, init, run, str(exc), time.time(), "CreateContainerConfigError"
+            )
+            return None
         except (LaunchError, OSError) as exc:
             self._start_failed(state, name, init, run, str(exc), time.time())
             return None
@@ -730,6 +735,7 @@ class ProcessProvider(Provider):
                 "argv": launch.argv,
                 "env": launch.env,
                 "cwd": launch.cwd,
+                "user": launch.user,
                 "log_path": str(layout.log(name, run)),
                 "log_max_bytes": self.config.log_max_bytes,
                 "state_path": str(layout.state(name, run)),
@@ -793,7 +799,14 @@ class ProcessProvider(Provider):
         return info
 
     def _start_failed(
-        self, state: _Pod, name: str, init: bool, run: int, message: str, began: float
+        self,
+        state: _Pod,
+        name: str,
+        init: bool,
+        run: int,
+        message: str,
+        began: float,
+        reason: str = "RunContainerError",
     ) -> None:
         terminated = {
             "exitCode": START_ERROR_CODE,
@@ -813,7 +826,9 @@ class ProcessProvider(Provider):
             state.record.key,
             message,
         )
-        self._after_exit(state, name, init, terminated, run, 0.0, start_error=message)
+        self._after_exit(
+            state, name, init, terminated, run, 0.0, start_error=message, start_reason=reason
+        )
 
     async def _wait_exit(self, state: _Pod, name: str, run: RunInfo) -> dict[str, Any]:
         exit_path = state.layout.exit(name, run.run)
@@ -931,6 +946,7 @@ class ProcessProvider(Provider):
         ran_for: float,
         start_error: str | None = None,
         hook_error: str | None = None,
+        start_reason: str = "RunContainerError",
     ) -> None:
         record = state.record.containers[name]
         code = int(terminated["exitCode"])
@@ -967,7 +983,7 @@ class ProcessProvider(Provider):
         record.backoff_until = time.time() + delay if delay > 0 else None
         record.state = "waiting"
         if start_error is not None:
-            record.reason, record.message = "RunContainerError", start_error
+            record.reason, record.message = start_reason, start_error
         elif delay > 0:
             meta = state.record.pod["metadata"]
             record.reason = "CrashLoopBackOff"

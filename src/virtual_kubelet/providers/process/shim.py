@@ -240,6 +240,21 @@ def exec_error(argv0: str, exc: OSError) -> tuple[int, str]:
     return 126, f'exec: "{argv0}": {exc.strerror or exc}'
 
 
+def switch_user(user: dict[str, Any] | None) -> None:
+    """Become the container's user (groups first, then gid, then uid: as runc), if it has one."""
+    if not user:
+        return
+    uid, gid = int(user["uid"]), int(user["gid"])
+    try:
+        os.setgroups([int(g) for g in user.get("groups") or []])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise StartError(
+            f"cannot switch to user {uid} (group {gid}): {exc.strerror or exc}"
+        ) from None
+
+
 def _chdir(cwd: str) -> None:
     try:
         os.makedirs(cwd, exist_ok=True)
@@ -411,6 +426,12 @@ def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
             if tty:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             _chdir(str(spec["cwd"]))
+            if spec.get("user"):
+                switch_user(spec["user"])
+                # Changing credentials cleared the parent-death signal: set it again.
+                _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != shim:
+                    os._exit(START_ERROR_CODE)
             _reset_signals()
             if not argv:
                 raise StartError("no command specified")
@@ -655,6 +676,11 @@ def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[
         os.chdir(str(spec["cwd"]))
     except OSError:
         os.chdir("/")
+    try:
+        switch_user(spec.get("user"))
+    except StartError as exc:
+        sys.stderr.write(f"{exc}\n")
+        os._exit(126)
     _reset_signals()
     if not argv:
         sys.stderr.write("exec: no command\n")
