@@ -57,6 +57,36 @@ def test_start_stop_twice_leaves_no_process_port_or_interface(tmp_path: Path) ->
             assert interface not in psutil.net_if_addrs()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="node addresses need root")
+def test_node_address_of_a_killed_cluster_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    from virtual_kubelet.devcluster.nodeaddr import NodeAddress
+
+    # A process creates a node address and dies without removing it (as under SIGKILL).
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path;"
+            "from virtual_kubelet.devcluster.nodeaddr import NodeAddress;"
+            "print(NodeAddress.create(Path(sys.argv[1])).interface)",
+            str(tmp_path / "killed"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = created.stdout.strip()
+    assert orphan in psutil.net_if_addrs()
+    # The next cluster's address creation removes it; its own stays until it is removed.
+    mine = NodeAddress.create(tmp_path / "next")
+    try:
+        assert orphan not in psutil.net_if_addrs()
+        assert mine.interface in psutil.net_if_addrs()
+    finally:
+        mine.remove()
+    assert mine.interface not in psutil.net_if_addrs()
+
+
 def test_cli_up_status_down(tmp_path: Path) -> None:
     workdir = tmp_path / "cli"
     up = subprocess.run(

@@ -6,6 +6,7 @@ log in a file, and stopped with SIGTERM (or killed with SIGKILL to simulate a cr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -155,7 +156,10 @@ class AgentProcess:
             return self.process.wait(10)
 
     def cleanup(self) -> None:
-        """Remove the pod volumes the agent left behind (they may live outside `workdir`)."""
+        """Stop the pod processes a process-provider agent left running (pods outlive their agent
+        by design) and remove the pod volumes it left behind (they may live outside `workdir`)."""
+        if self.provider == "process":
+            kill_shims_under(self.state_dir)
         shutil.rmtree(self.volumes_dir, ignore_errors=True)
 
     def kill(self) -> None:
@@ -188,3 +192,38 @@ class AgentProcess:
         if not path.exists():
             return []
         return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every process we can see."""
+    found: dict[int, tuple[int, bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # The command name in stat may contain spaces and parentheses: split after the last ")".
+        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return found
+
+
+def kill_shims_under(state_dir: Path) -> int:
+    """SIGKILL the process-provider shims whose records live under `state_dir`, and the process
+    groups of their children (each container process leads its own). Returns how many shims."""
+    processes = _processes()
+    marker = str(state_dir).encode()
+    shims = {
+        pid
+        for pid, (_, cmdline) in processes.items()
+        if b"virtual_kubelet.providers.process.shim" in cmdline and marker in cmdline
+    }
+    children = [pid for pid, (parent, _) in processes.items() if parent in shims]
+    for pid in [*children, *shims]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != os.getpgrp():  # never our own group
+                os.killpg(group, signal.SIGKILL)
+    return len(shims)

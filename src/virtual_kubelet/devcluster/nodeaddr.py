@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import ipaddress
+import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from .versions import cache_root
 
 _NETWORK = ipaddress.ip_network("198.18.0.0/16")
 COMPONENT = "node address"
+_ALIAS = "vk-devcluster"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -63,10 +66,13 @@ class NodeAddress:
         with lock.open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # two clusters starting together pick different addresses
             _ip("link", "del", interface, check=False)
+            remove_stale()
             used = _used_addresses()
             address = next(str(a) for a in _NETWORK.hosts() if a not in used)
             _ip("link", "add", interface, "type", "veth", "peer", "name", interface + "p")
             try:
+                # Who owns it, so a later cluster can remove it if its owner died without doing so.
+                _ip("link", "set", interface, "alias", f"{_ALIAS} {os.getpid()} {workdir}"[:255])
                 _ip("addr", "add", f"{address}/32", "dev", interface)
                 _ip("link", "set", interface, "up")
             except StartError:
@@ -77,3 +83,34 @@ class NodeAddress:
     def remove(self) -> None:
         """Delete the interface (its peer and address go with it); a missing one is fine."""
         _ip("link", "del", self.interface, check=False)
+
+
+def _cluster_alive(workdir: Path) -> bool:
+    """Whether any component recorded in `workdir/state.json` still runs."""
+    from .process import ProcessRecord  # here: process.py does not need this module
+
+    try:
+        state = json.loads((workdir / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(ProcessRecord.from_json(r).alive() for r in state.get("processes", []))
+
+
+def remove_stale() -> list[str]:
+    """Delete node-address interfaces whose creator has exited and whose cluster runs no
+    component any more (a cluster killed with SIGKILL cannot remove its own). Only interfaces
+    carrying our alias are considered; returns the names removed."""
+    removed = []
+    for line in _ip("-o", "link", "show", "type", "veth").stdout.splitlines():
+        fields = line.split()
+        if "alias" not in fields:
+            continue
+        name = fields[1].rstrip(":").split("@")[0]
+        alias = line.split(" alias ", 1)[1].split(" ", 2)
+        if len(alias) < 3 or alias[0] != _ALIAS or not alias[1].isdigit():
+            continue
+        if Path(f"/proc/{alias[1]}").exists() or _cluster_alive(Path(alias[2].strip())):
+            continue
+        _ip("link", "del", name, check=False)
+        removed.append(name)
+    return removed
