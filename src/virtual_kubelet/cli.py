@@ -21,7 +21,7 @@ from .devcluster.cli import devcluster
 from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
 from .providers import registry
-from .providers.mock import ProviderConfigError
+from .providers.configfile import ProviderConfigError
 
 log = logging.getLogger("virtual_kubelet")
 

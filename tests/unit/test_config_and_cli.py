@@ -11,7 +11,8 @@ import pytest
 from virtual_kubelet.cli import _duration
 from virtual_kubelet.kube import config
 from virtual_kubelet.kube.quantity import QuantityError, format_quantity, parse_quantity
-from virtual_kubelet.providers.mock import ProviderConfigError, load_config
+from virtual_kubelet.providers.configfile import ProviderConfigError
+from virtual_kubelet.providers.mock import load_config
 
 
 def _kubeconfig(tmp_path: Path, user: dict[str, object], **cluster: object) -> Path:

@@ -19,8 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import __version__
 from ..errors import InvalidInput, NotFound
@@ -30,15 +29,12 @@ from ..kube.timefmt import rfc3339
 from ..kubelet_api.logs import LogOptions
 from ..streams import ContainerIO, DuplexStream
 from .base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
+from .configfile import read_mapping, validate
 from .mock_runtime import MockRuntime
 
 log = logging.getLogger(__name__)
 
 ANNOTATION = "mock.virtual-kubelet.io/"
-
-
-class ProviderConfigError(ValueError):
-    """The provider configuration file is missing or invalid."""
 
 
 class MockConfig(BaseModel):
@@ -101,28 +97,10 @@ def load_config(path: Path | None, node_name: str) -> MockConfig:
     """Read and validate the config file; no file means defaults."""
     if path is None:
         return MockConfig()
-    try:
-        raw = path.read_text()
-    except OSError as exc:
-        raise ProviderConfigError(f"cannot read provider config {path}: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(raw) if raw.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ProviderConfigError(
-            f"provider config {path} is neither JSON nor YAML: {exc}"
-        ) from None
-    if not isinstance(doc, dict):
-        raise ProviderConfigError(f"provider config {path} must be a mapping")
+    doc = read_mapping(path)
     if isinstance(doc.get(node_name), dict):
         doc = doc[node_name]
-    try:
-        return MockConfig.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ProviderConfigError(f"provider config {path} is invalid: {problems}") from None
+    return validate(MockConfig, doc, path)
 
 
 def _injected(pod: Pod, setting: str, default: int) -> int:

@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..mock import ProviderConfigError
+from ..configfile import ProviderConfigError, read_mapping, validate
 
 __all__ = ["ImageConfig", "ProcessConfig", "ProviderConfigError", "load_config"]
 
@@ -161,24 +160,4 @@ def load_config(path: Path | None) -> ProcessConfig:
     """Read and validate the config file; no file means defaults."""
     if path is None:
         return ProcessConfig()
-    try:
-        raw = path.read_text()
-    except OSError as exc:
-        raise ProviderConfigError(f"cannot read provider config {path}: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(raw) if raw.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ProviderConfigError(
-            f"provider config {path} is neither JSON nor YAML: {exc}"
-        ) from None
-    if not isinstance(doc, dict):
-        raise ProviderConfigError(f"provider config {path} must be a mapping")
-    try:
-        return ProcessConfig.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ProviderConfigError(f"provider config {path} is invalid: {problems}") from None
+    return validate(ProcessConfig, read_mapping(path), path)
