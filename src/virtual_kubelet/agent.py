@@ -30,6 +30,7 @@ from .kube.client import KubeClient
 from .kube.errors import ApiError
 from .kube.events import EventRecorder
 from .kubelet_api.certs import ServingIdentity
+from .kubelet_api.listener import ListenError, bind_listener, unreachable_reason
 from .kubelet_api.service import KubeletApiSettings, KubeletService
 from .metrics import count_pods_from, watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
@@ -166,6 +167,30 @@ class Agent:
         except kubeconfig.ConfigError as exc:
             raise StartupError(str(exc)) from None
         internal_ip = s.internal_ip or _detect_ip(config.server)
+        unreachable = unreachable_reason(internal_ip)
+        if unreachable:
+            log.warning(
+                "the node's InternalIP %s is %s: the API server refuses to proxy to it, so "
+                "kubectl logs/exec/port-forward and the node proxy will fail with 'address not "
+                "allowed'. Set VKUBELET_POD_IP to an address of this host the API server can "
+                "reach (against a dev cluster: VKUBELET_POD_IP=$(virtual-kubelet devcluster "
+                "node-address %s))",
+                internal_ip,
+                unreachable,
+                s.node_name,
+            )
+        listener = None
+        if s.kubelet_api is not None:
+            # Bound now, before anything registers: a taken port is a start-up error, not a
+            # Ready node whose kubelet API never answers.
+            try:
+                listener = bind_listener(
+                    s.kubelet_api.listen_address or internal_ip,
+                    s.kubelet_api.port,
+                    fallback_any=s.kubelet_api.listen_address is None,
+                )
+            except ListenError as exc:
+                raise StartupError(str(exc)) from None
         context = ProviderContext(
             node_name=s.node_name,
             operating_system=s.operating_system,
@@ -188,13 +213,19 @@ class Agent:
         # The lease gets its own connections and no shared rate budget: pod load can't starve it.
         lease_client = KubeClient(config, name="lease", max_connections=2, user_agent=user_agent)
         try:
-            await self._run(client, lease_client, context)
+            await self._run(client, lease_client, context, listener)
         finally:
             await client.close()
             await lease_client.close()
+            if listener is not None:
+                listener.close()
 
     async def _run(
-        self, client: KubeClient, lease_client: KubeClient, context: ProviderContext
+        self,
+        client: KubeClient,
+        lease_client: KubeClient,
+        context: ProviderContext,
+        listener: socket.socket | None,
     ) -> None:
         s = self.settings
         version = await self._wait_for_api(client)
@@ -267,7 +298,7 @@ class Agent:
                     ("lease", lease.run),
                     ("resync", lambda: self._resync(pods)),
                 ]
-                if s.kubelet_api is not None:
+                if s.kubelet_api is not None and listener is not None:
                     api_settings = s.kubelet_api
                     if api_settings.client_ca is None and client.config.ca_data:
                         # The API server's kubelet-client certificate is normally issued by the
@@ -280,6 +311,7 @@ class Agent:
                         ServingIdentity(s.node_name, (context.internal_ip,)),
                         lambda: list(pods.pods.store.values()),
                         context.state_dir / "pki",
+                        listener,
                     )
                     loops.append(("kubelet API", service.run))
                 for name, run in loops:

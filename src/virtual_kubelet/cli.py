@@ -203,10 +203,10 @@ def _default_state_dir(node: str) -> Path:
 )
 @click.option(
     "--kubelet-listen-address",
-    default="0.0.0.0",
-    show_default=True,
     help="Address the kubelet API (logs, exec, port-forward, stats) listens on; its port is "
-    "KUBELET_PORT. Use --disable-kubelet-api to serve none.",
+    "KUBELET_PORT [default: the node's InternalIP (VKUBELET_POD_IP or detected), so several "
+    "agents can share a host; all addresses if it is not one of this host's]. 0.0.0.0 listens "
+    "on all addresses. Use --disable-kubelet-api to serve none.",
 )
 @click.option("--disable-kubelet-api", is_flag=True, help="Do not serve the kubelet API.")
 @click.option(
@@ -308,7 +308,7 @@ def _run_agent(
     node_status_update_frequency: str,
     state_dir: Path | None,
     volumes_dir: Path | None,
-    kubelet_listen_address: str,
+    kubelet_listen_address: str | None,
     disable_kubelet_api: bool,
     serving_cert: str | None,
     tls_cert_file: Path | None,

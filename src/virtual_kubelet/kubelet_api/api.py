@@ -44,8 +44,7 @@ class KubeletApi:
         r = self.router
         r.add("/healthz", ("GET",), self.healthz)
         r.add("/pods", ("GET",), self.pods)
-        r.add("/pods/", ("GET",), self.pods)
-        r.add("/runningpods/", ("GET",), self.running_pods)
+        r.add("/runningpods", ("GET",), self.running_pods)
         r.add("/containerLogs/{namespace}/{pod}/{container}", ("GET",), self.container_logs)
         for verb in ("exec", "attach"):
             handler = self.exec if verb == "exec" else self.attach
@@ -53,10 +52,8 @@ class KubeletApi:
             r.add(f"/{verb}/{{namespace}}/{{pod}}/{{uid}}/{{container}}", ("GET", "POST"), handler)
         r.add("/portForward/{namespace}/{pod}", ("GET", "POST"), self.port_forward)
         r.add("/portForward/{namespace}/{pod}/{uid}", ("GET", "POST"), self.port_forward)
-        for route in ("/stats/summary", "/stats/summary/"):
-            r.add(route, ("GET", "POST"), self.stats_summary)
-        for route in ("/metrics/resource", "/metrics/resource/"):
-            r.add(route, ("GET",), self.metrics_resource)
+        r.add("/stats/summary", ("GET", "POST"), self.stats_summary)
+        r.add("/metrics/resource", ("GET",), self.metrics_resource)
 
     def _missing(self, method: str) -> HttpError:
         name = type(self.provider).__name__

@@ -89,6 +89,40 @@ def self_signed(identity: ServingIdentity, days: int = 365) -> tuple[bytes, byte
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
+def mismatch(cert_pem: bytes, identity: ServingIdentity) -> str | None:
+    """Why the certificate does not serve `identity` (another node name, a node address or name
+    missing from its SANs), or None when it does. Like the kubelet's certificate manager, a
+    certificate that no longer covers the node is replaced, not reused."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    subject = str(names[0].value) if names else ""
+    if subject != f"system:node:{identity.node_name}":
+        return (
+            f"it was issued to {subject or 'no common name'}, not system:node:{identity.node_name}"
+        )
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "it has no subject alternative names"
+    covered = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    covered |= set(san.get_values_for_type(x509.DNSName))
+    missing = []
+    for value in dict.fromkeys((*identity.addresses, identity.node_name)):
+        if _canonical(value) not in covered:
+            missing.append(value)
+    if missing:
+        return f"it is not valid for {', '.join(missing)} (valid for {', '.join(sorted(covered))})"
+    return None
+
+
+def _canonical(value: str) -> str:
+    """An IP address as `str(ip_address)` prints it (the SAN side is parsed), or a DNS name."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value
+
+
 def not_after(cert_pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -159,8 +160,11 @@ class Router:
         self._routes: list[tuple[re.Pattern[str], frozenset[str], Handler]] = []
 
     def add(self, pattern: str, methods: tuple[str, ...], handler: Handler) -> None:
-        """`pattern` uses `{name}` for one path segment."""
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
+        """`pattern` uses `{name}` for one path segment. Every route answers with and without a
+        trailing slash: Go clients build proxy URLs with `path.Join`, which drops it, and the
+        kubelet answers both forms."""
+        body = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern.rstrip("/"))
+        regex = "^" + body + "/?$"
         self._routes.append((re.compile(regex), frozenset(methods), handler))
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
@@ -191,17 +195,16 @@ class KubeletHttpServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, listener: socket.socket) -> int:
+        """Serve on an already bound, listening socket (see listener.py); returns its port."""
         self._server = await asyncio.start_server(
             self._on_connection,
-            host,
-            port,
+            sock=listener,
             ssl=self.ssl_context,
             ssl_handshake_timeout=15,
             limit=MAX_HEADER_BYTES,
         )
-        sockets = self._server.sockets
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return int(listener.getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:

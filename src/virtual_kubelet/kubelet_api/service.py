@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +24,22 @@ from .certs import (
     CertificateError,
     ServingIdentity,
     load_identity,
+    mismatch,
     renew_at,
     request_certificate,
     self_signed,
     server_context,
 )
 from .http import KubeletHttpServer
+from .listener import bind_listener
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class KubeletApiSettings:
-    listen_address: str = "0.0.0.0"
+    #: None: the node's InternalIP (falling back to all addresses when that is not local).
+    listen_address: str | None = None
     port: int = 10250
     #: "files", "csr" or "self-signed".
     serving_cert: str = "csr"
@@ -58,8 +62,11 @@ class KubeletService:
         identity: ServingIdentity,
         api_pods: Any,
         workdir: Path,
+        listener: socket.socket,
     ) -> None:
         self.settings = settings
+        self.listener = listener
+        self._address: tuple[str, int] = listener.getsockname()[:2]
         self.client = client
         self.identity = identity
         self.workdir = workdir
@@ -111,8 +118,20 @@ class KubeletService:
             return None
         try:
             if renew_at(cert) <= datetime.datetime.now(datetime.UTC):
+                log.info("the serving certificate in %s is due for renewal", cert_file)
                 return None
+            wrong = mismatch(cert, self.identity)
         except ValueError:
+            log.warning(
+                "the serving certificate in %s cannot be read; requesting a new one", cert_file
+            )
+            return None
+        if wrong:
+            log.warning(
+                "not reusing the serving certificate in %s: %s; requesting a new one",
+                cert_file,
+                wrong,
+            )
             return None
         log.info("reusing the serving certificate from %s", cert_file)
         return cert, key
@@ -125,6 +144,8 @@ class KubeletService:
         (self.workdir / "csr-serving.crt").write_bytes(cert)
 
     async def run(self) -> None:
+        if self.listener.fileno() == -1:  # a previous run stopped serving (and closed it)
+            self.listener = bind_listener(*self._address)
         cert, key = await self._certificate()
         context = server_context(cert, key, self.settings.client_ca, self.workdir)
         if self.settings.client_ca is None:
@@ -132,13 +153,9 @@ class KubeletService:
         self.server = KubeletHttpServer(
             self.api.router, self.authenticator, self.authorizer, context
         )
-        try:
-            port = await self.server.start(self.settings.listen_address, self.settings.port)
-        except OSError as exc:
-            raise CertificateError(
-                f"cannot listen on {self.settings.listen_address}:{self.settings.port}: {exc.strerror}"
-            ) from None
-        log.info("kubelet API serving on https://%s:%d", self.settings.listen_address, port)
+        port = await self.server.start(self.listener)
+        host = self.listener.getsockname()[0]
+        log.info("kubelet API serving on https://%s:%d", host, port)
         self.ready.set()
         try:
             await self._renew(context, cert)
@@ -152,6 +169,10 @@ class KubeletService:
             wait = (renew_at(cert) - datetime.datetime.now(datetime.UTC)).total_seconds()
             await asyncio.sleep(max(wait, 60.0))
             log.info("renewing the kubelet serving certificate")
-            cert, key, _ = await request_certificate(self.client, self.identity)
+            try:
+                cert, key, _ = await request_certificate(self.client, self.identity)
+            except Exception as exc:  # keep serving the current one; try again later
+                log.warning("renewing the serving certificate failed: %s; retrying", exc)
+                continue
             self._store(cert, key)
             load_identity(context, cert, key, self.workdir)

@@ -441,7 +441,7 @@ async def _forward_pair(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        message = f"error forwarding port {port}: {exc}"
+        message = forward_error(port, exc)
         with contextlib.suppress(BrokenPipeError, ConnectionError, OSError):
             await conn.send(error_id, message.encode())
         await conn.reset(data_id)
@@ -466,7 +466,11 @@ def _ws_ports(request: Request) -> list[int]:
 async def _ws_port_forward(
     ws: websocket.WebSocketChannels, ports: list[int], forward: Forward, idle_timeout: float
 ) -> None:
-    """Two channels per port (data 2i, error 2i+1); the first message on each is the port number."""
+    """Two channels per port (data 2i, error 2i+1); the first message on each is the port number.
+
+    As in the kubelet, the session ends when the client closes *or* when every forwarded
+    connection has ended: a pod that answers and closes its socket closes the WebSocket, which is
+    how a client without per-channel close frames (v4 protocol) learns the stream is over."""
     inputs = [QueueInput() for _ in ports]
     for index, port in enumerate(ports):
         header = port.to_bytes(2, "little")
@@ -482,20 +486,33 @@ async def _ws_port_forward(
             await forward(port, pipe)
         except Exception as exc:
             with contextlib.suppress(BrokenPipeError, ConnectionError, OSError):
-                await ws.send(2 * index + 1, f"error forwarding port {port}: {exc}".encode())
+                await ws.send(2 * index + 1, forward_error(port, exc).encode())
 
-    tasks = [asyncio.create_task(run(i, p)) for i, p in enumerate(ports)]
-    try:
+    async def receive() -> None:
         while (message := await ws.receive(idle_timeout)) is not None:
             channel, payload = message
             if channel % 2 == 0 and channel // 2 < len(inputs):
                 inputs[channel // 2].feed(payload)
+
+    async def forward_all() -> None:
+        await asyncio.gather(*forwards, return_exceptions=True)
+
+    forwards = [asyncio.create_task(run(i, p)) for i, p in enumerate(ports)]
+    receiver = asyncio.create_task(receive())
+    everything = asyncio.create_task(forward_all())
+    try:
+        await asyncio.wait([receiver, everything], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for stream_input in inputs:
             stream_input.feed_eof()
-        for task in tasks:
+        for task in [receiver, everything, *forwards]:
             task.cancel()
-        for task in tasks:
+        for task in [receiver, everything, *forwards]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await ws.close()
+
+
+def forward_error(port: int, exc: BaseException) -> str:
+    """What the error channel carries when a port cannot be forwarded (the kubelet's wording)."""
+    return f"error forwarding port {port} to pod: {exc}"
