@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -10,6 +12,8 @@ import os
 import random
 import re
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -21,7 +25,8 @@ import psutil
 import pytest
 
 from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
-from virtual_kubelet.devcluster.agent import AgentProcess
+from virtual_kubelet.devcluster.agent import AgentProcess, kill_shims_under
+from virtual_kubelet.providers.process.launch import volume_env_name
 from virtual_kubelet.providers.process.network import (
     NETNS_DIR,
     SYS_NET,
@@ -551,6 +556,151 @@ def test_kill_9_keeps_processes_and_restart_adopts_them(
         60,
         "the process to stop",
     )
+
+
+def _places_holding(root: Path, needles: list[bytes]) -> list[str]:
+    """Every file (binary-safe) or path name under `root` that contains one of `needles`."""
+    found = []
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(directory) / name
+            if any(n in os.fsencode(path) for n in needles):
+                found.append(f"{path} (its name)")
+            if name in files and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    data = path.read_bytes()
+                    if any(n in data for n in needles):
+                        found.append(str(path))
+    return found
+
+
+def test_secret_values_stay_off_the_state_directory_logs_and_events_across_adoption(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """Secret values reach the container (env, envFrom, volume) but never the agent's state
+    directory, its log or Events, and a container restarted after an agent crash, or after a
+    "reboot" that emptied the memory-backed storage, gets them again."""
+    agent = _agent(start_agent)
+    value = f"vk-seed-{secrets.token_hex(16)}"
+    needles = [value.encode(), base64.b64encode(value.encode())]
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    create(
+        devcluster,
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"token": value},
+        },
+    )
+    pid_file = tmp_path / "pid"
+    mount = str(tmp_path / "creds")
+    # The container proves it sees the value three ways (env, envFrom, the secret volume) and
+    # logs its digest only: its own log is its business, not the provider's. "$$" is "$" after
+    # Kubernetes' $(VAR) expansion.
+    from_volume = f'$$(cat "${volume_env_name(mount)}/token")'
+    script = (
+        f"echo $$$$ > {pid_file}; "
+        f'if [ "$TOKEN" = "$FROM_token" ] && [ "$TOKEN" = "{from_volume}" ]; '
+        "then echo token $$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1); "
+        "else echo token mismatch; fi; exec sleep 3600"
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "secretive",
+            agent.node_name,
+            [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", script],
+                    "env": [
+                        {
+                            "name": "TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                        }
+                    ],
+                    "envFrom": [{"prefix": "FROM_", "secretRef": {"name": "creds"}}],
+                    "volumeMounts": [{"name": "creds", "mountPath": mount, "readOnly": True}],
+                }
+            ],
+            volumes=[{"name": "creds", "secret": {"secretName": "creds"}}],
+            terminationGracePeriodSeconds=1,
+        ),
+    )
+
+    def logged_runs() -> int:
+        lines = devcluster.kubectl("logs", "secretive", "-n", kube_namespace, check=False).stdout
+        assert "token mismatch" not in lines
+        return lines.splitlines().count(f"token {digest}")
+
+    def sees_value() -> None:
+        out = devcluster.kubectl("exec", "secretive", "-n", kube_namespace, "--", "env").stdout
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        assert (values["TOKEN"], values["FROM_token"]) == (value, value)
+
+    def stored_nowhere() -> None:
+        assert _places_holding(agent.state_dir, needles) == []
+        assert value not in agent.log_path.read_text(errors="replace")
+        events = devcluster.kubectl("get", "events", "-n", kube_namespace, "-o", "json").stdout
+        assert value not in events
+        assert needles[1].decode() not in events
+
+    wait_until(lambda: logged_runs() == 1, 60, "the container's digest of the value")
+    sees_value()
+    # Sanity: the search finds what is there (the secret volume in memory-backed storage).
+    assert _places_holding(agent.volumes_dir, needles)
+    stored_nowhere()
+
+    # A crash: the pod keeps running, the restarted agent adopts it, and the container restarted
+    # after that still gets the value.
+    pid = int(wait_until(lambda: pid_file.read_text().strip(), 30, "the pid file"))
+    agent.kill()
+    restarted = _agent(start_agent, name=agent.node_name)
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "secretive").get("phase") == "Running",
+        60,
+        "secretive still Running",
+    )
+    assert _container(devcluster, kube_namespace, "secretive").get("restartCount", 0) == 0
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            (c := _container(devcluster, kube_namespace, "secretive")).get("restartCount") == 1
+            and "running" in c.get("state", {})
+        ),
+        60,
+        "the container restarted by the new agent",
+    )
+    wait_until(
+        lambda: logged_runs() == 1 and pid_file.read_text().strip() not in ("", str(pid)),
+        30,
+        "the second run's log",
+    )
+    sees_value()
+    assert restarted.log_path == agent.log_path  # one log file holds both agents' runs
+    stored_nowhere()
+
+    # As after a reboot: no shims, no memory-backed storage. The next agent has no env values
+    # to restart the container with; the core resolves them again.
+    restarted.kill()
+    assert kill_shims_under(agent.state_dir) == 1
+    shutil.rmtree(agent.volumes_dir)
+    _agent(start_agent, name=agent.node_name)
+    wait_until(
+        lambda: (
+            (c := _container(devcluster, kube_namespace, "secretive")).get("restartCount") == 2
+            and "running" in c.get("state", {})
+        ),
+        60,
+        "the container restarted after the 'reboot'",
+    )
+    wait_until(lambda: logged_runs() == 1, 30, "the third run's log")
+    sees_value()
+    stored_nowhere()
 
 
 def test_missing_command_is_a_clear_waiting_reason(

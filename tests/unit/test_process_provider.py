@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -593,6 +594,105 @@ def test_exit_while_the_agent_was_down_is_accounted_for(tmp_path: Path) -> None:
         while not exit_file.exists():
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        asyncio.run(second_agent())
+    finally:
+        kill_everything(tmp_path / "state")
+
+
+# --- env values stay off the state directory ---------------------------------------------------
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not path.is_fifo() and needle in path.read_bytes()
+    ]
+
+
+def test_env_values_and_what_derives_from_them_stay_off_the_state_directory(
+    tmp_path: Path,
+) -> None:
+    value = f"s3cr3t-{uuid.uuid4().hex}"
+    shown = tmp_path / "shown"
+
+    async def body(h: Harness) -> None:
+        # The value in env, in argv ($(VAR) expanded) and in a mount source (subPathExpr).
+        pod = make_pod(
+            "private",
+            [
+                sh(
+                    f'echo "$(TOKEN)" > {shown}; exec sleep 30',
+                    env=[{"name": "TOKEN", "value": value}],
+                    volumeMounts=[
+                        {"name": "scratch", "mountPath": "/s", "subPathExpr": "$(TOKEN)"}
+                    ],
+                )
+            ],
+            volumes=[{"name": "scratch", "emptyDir": {}}],
+        )
+        h.context.volume_path(pod, "scratch").mkdir(parents=True)
+        await h.provider.create_pod(pod)
+        await h.running("private")
+        await until(lambda: shown.exists() and shown.read_text() == f"{value}\n")
+        code, output = await h.provider._exec_capture(
+            h.provider._pods[pod["metadata"]["uid"]], "main", ["sh", "-c", "echo $TOKEN"], 10
+        )
+        assert (code, output) == (0, f"{value}\n".encode())
+        assert (h.state_dir / "process" / pod["metadata"]["uid"] / "pod.json").exists()
+        assert files_containing(h.state_dir, value.encode()) == []
+        private = h.context.pods_dir / pod["metadata"]["uid"] / "process"
+        assert {p.relative_to(private) for p in files_containing(private, value.encode())} == {
+            Path("env.json"),
+            Path("main/launch.1.json"),
+        }
+        assert (await h.provider.get_pod("default", "private")) is not None
+
+    run_test(tmp_path, body)
+
+
+def test_env_lost_with_the_memory_backed_storage_is_resolved_again_before_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A reboot empties the memory-backed pods directory: the adopted pod reports a stale spec
+    hash, so the core sends it again, and its container restarts only with its env back."""
+    shown = tmp_path / "shown"
+    pod = make_pod(
+        "again",
+        [sh(f'echo "$TOKEN" >> {shown}; exec sleep 30', env=[{"name": "TOKEN", "value": "t1"}])],
+    )
+
+    async def first_agent() -> None:
+        harness = Harness(tmp_path)
+        await harness.start()
+        await harness.provider.create_pod(pod)
+        await harness.running("again")
+        await until(lambda: shown.exists() and shown.read_text() == "t1\n")
+
+    async def second_agent() -> None:
+        harness = Harness(tmp_path)
+        await harness.start()
+        try:
+            adopted = await harness.wait(
+                "again", lambda p: "terminated" in status_of(p).get("lastState", {})
+            )
+            # Its exit is accounted for, but it does not start without its env.
+            assert status_of(adopted)["restartCount"] == 0
+            assert adopted["metadata"]["annotations"]["virtual-kubelet.io/spec-hash"] == "env-lost"
+            assert "TOKEN" in [e["name"] for e in adopted["spec"]["containers"][0]["env"]]
+            await harness.provider.update_pod(pod)
+            again = await harness.wait("again", lambda p: status_of(p)["restartCount"] == 1)
+            assert "virtual-kubelet.io/spec-hash" not in again["metadata"].get("annotations", {})
+            await harness.running("again")
+            await until(lambda: shown.read_text() == "t1\nt1\n")
+        finally:
+            await harness.close()
+
+    try:
+        asyncio.run(first_agent())
+        # A reboot: the containers and the memory-backed storage are gone, the state dir stays.
+        kill_everything(tmp_path / "state")
+        shutil.rmtree(tmp_path / "volumes")
         asyncio.run(second_agent())
     finally:
         kill_everything(tmp_path / "state")

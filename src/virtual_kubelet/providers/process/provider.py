@@ -4,9 +4,13 @@
 Each pod has one supervising task: init containers one after another, then every app container
 in its own loop (start through a shim, wait for the exit record, account for it, back off,
 restart per restartPolicy). All state that matters survives in the pod record and the shims'
-files, so a restarted agent resumes where the old one stopped. It must never block the event
-loop on a process (subprocesses are asyncio's, file scans run in threads), never signal a pid
-whose start time it has not checked, and never log container env values.
+files, so a restarted agent resumes where the old one stopped. Resolved env values (they may come
+from Secrets) are kept in memory-backed storage only (see state.py); if they are gone when the
+agent adopts a pod, the pod is reported with a stale spec hash, so the core resolves its env again
+and passes it back through `update_pod`, and its containers wait for that before (re)starting.
+It must never block the event loop on a process (subprocesses are asyncio's, file scans run in
+threads), never signal a pid whose start time it has not checked, and never log container env
+values, nor write them under the state directory.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ...errors import InvalidInput, NotFound
 from ...kube.objects import key_of, uid_of
 from ...kube.timefmt import rfc3339
 from ...kubelet_api.logs import LogOptions
+from ...pods.controller import SPEC_HASH
 from ...streams import ContainerIO, DuplexStream, InputStream, OutputStream
 from ..base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
 from .config import ProviderConfigError, load_config
@@ -55,9 +60,13 @@ from .state import (
     RunInfo,
     ensure_private,
     load_all,
+    memory_backed,
     read_json,
     read_run,
+    restore_env,
     save,
+    save_env,
+    save_launch,
 )
 from .stats import ContainerRef, PodRef, Stats, memory_total
 from .status import TERMINAL, containers_of, go_duration, pod_status, timestamp
@@ -75,6 +84,9 @@ DRAIN_SECONDS = 1.0
 SHIM_START_TIMEOUT = 60.0
 #: How long an address handed out by assign_pod_ips is kept for a pod that is not created yet.
 RESERVATION_SECONDS = 3600.0
+#: The spec hash reported for a pod whose env values were lost (see the module docstring): any
+#: value but the real hash (and None, which counts as current) makes the core send it again.
+ENV_LOST_HASH = "env-lost"
 
 
 class _Pod:
@@ -97,6 +109,10 @@ class _Pod:
         self.hook_errors: dict[str, str] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.gone = False
+        #: Set while the containers' resolved env is known (in the record's pod); cleared when a
+        #: restarted agent did not find it in memory-backed storage, until update_pod brings it.
+        self.env_ready = asyncio.Event()
+        self.env_ready.set()
 
     def halt(self) -> None:
         """No more starts or restarts; running postStart hooks are abandoned (the kubelet
@@ -270,17 +286,33 @@ class ProcessProvider(Provider):
 
     async def start(self) -> None:
         await asyncio.to_thread(ensure_private, self.root)
+        if not await asyncio.to_thread(memory_backed, self.context.pods_dir):
+            log.warning(
+                "process provider: the pods directory %s is not memory-backed: the containers' "
+                "resolved env (secret values included) is kept there on disk, as the secret "
+                "volumes are; give the agent a --volumes-dir on a tmpfs to keep them off disk",
+                self.context.pods_dir,
+            )
         self.bind = await self._detect_mounts()
         if self.config.network == "pod":
             await self._start_network()
         self.cgroups = await asyncio.to_thread(
             Cgroups, self.config.cgroups, self.config.cgroup_parent
         )
-        records = await asyncio.to_thread(load_all, self.root)
+        records = await asyncio.to_thread(load_all, self.root, self.context.pods_dir)
         for layout, record in records:
             pod = _Pod(layout, record)
             pod.halted = record.phase is not None or record.deleting
             self._pods[record.uid] = pod
+            if not await asyncio.to_thread(restore_env, layout, record.pod):
+                pod.env_ready.clear()
+                if not pod.halted:
+                    log.info(
+                        "process provider: the resolved env of pod %s is not in %s (the machine "
+                        "restarted?); its containers start again once it has been resolved anew",
+                        record.key,
+                        layout.private,
+                    )
             if record.netns and record.pod_ip:
                 await self._adopt_network(record)
             for name, state in record.containers.items():
@@ -450,7 +482,7 @@ class ProcessProvider(Provider):
         if bad or len(set(names)) != len(names):
             raise InvalidInput(f"invalid or duplicate container names: {names}")
         try:
-            layout = Layout(self.root, uid)
+            layout = Layout(self.root, uid, self.context.pods_dir)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         waiting = "PodInitializing" if init else "ContainerCreating"
@@ -481,6 +513,7 @@ class ProcessProvider(Provider):
             await self._create_network(record)
         try:
             await asyncio.to_thread(layout.create, names)
+            await asyncio.to_thread(save_env, layout, record.pod)
         except BaseException:
             if record.netns and record.veth:
                 await asyncio.to_thread(remove_pod_network, record.netns, record.veth)
@@ -514,6 +547,10 @@ class ProcessProvider(Provider):
             for c in containers_of(state.record.pod, "containers")
         }
         state.record.pod = copy.deepcopy(pod)
+        await asyncio.to_thread(save_env, state.layout, state.record.pod)
+        if not state.env_ready.is_set():
+            log.info("process provider: pod %s has its resolved env again", state.record.key)
+            state.env_ready.set()
         for container in containers_of(pod, "containers"):
             name = str(container.get("name"))
             run = state.runs.get(name)
@@ -563,6 +600,9 @@ class ProcessProvider(Provider):
     def _public(self, state: _Pod) -> Pod:
         pod: Pod = copy.deepcopy(state.record.pod)
         pod["status"] = pod_status(state.record, self.context.internal_ip)
+        if not state.env_ready.is_set():
+            # Not the pod the core gave us any more: it resolves the env again (update_pod).
+            pod["metadata"].setdefault("annotations", {})[SPEC_HASH] = ENV_LOST_HASH
         return pod
 
     def _pod_ip(self, state: _Pod) -> str:
@@ -651,6 +691,7 @@ class ProcessProvider(Provider):
                 fresh = run is None
                 if run is None:
                     await self._back_off(state, record)
+                    await self._env_ready(state)
                     if state.halted:
                         continue
                     run = await self._start_run(state, name, init)
@@ -686,6 +727,17 @@ class ProcessProvider(Provider):
     @staticmethod
     def _halted(state: _Pod) -> bool:
         return state.halted
+
+    @staticmethod
+    async def _env_ready(state: _Pod) -> None:
+        """Until the containers' env is known again (see the module docstring) or the pod halts."""
+        if state.env_ready.is_set():
+            return
+        waits = [asyncio.create_task(e.wait()) for e in (state.env_ready, state.wake)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _finish(waits)
 
     async def _back_off(self, state: _Pod, record: ContainerRecord) -> None:
         if record.backoff_until is None:
@@ -728,12 +780,16 @@ class ProcessProvider(Provider):
             return None
         cgroups = self.cgroups.prepare(state.record.uid, name, container) if self.cgroups else []
         spec_path = layout.spec(name, run)
+        # What holds or derives from env values ($(VAR) in argv, subPathExpr in mount sources)
+        # goes to memory-backed storage; the shim merges it into the spec.
+        launch_path = save_launch(
+            layout, name, run, {"argv": launch.argv, "env": launch.env, "mounts": launch.mounts}
+        )
         write_json(
             spec_path,
             {
                 "run": run,
-                "argv": launch.argv,
-                "env": launch.env,
+                "launch_path": str(launch_path),
                 "cwd": launch.cwd,
                 "user": launch.user,
                 "log_path": str(layout.log(name, run)),
@@ -743,7 +799,6 @@ class ProcessProvider(Provider):
                 "stdin_fifo": str(layout.fifo(name)) if container.get("stdin") else None,
                 "stdin_once": bool(container.get("stdinOnce")),
                 "tty": bool(container.get("tty")),
-                "mounts": launch.mounts,
                 "cgroups": cgroups,
                 "rlimits": self.config.rlimits,
                 "netns": str(NETNS_DIR / state.record.netns) if state.record.netns else None,
@@ -922,8 +977,8 @@ class ProcessProvider(Provider):
     def _termination_message(
         self, state: _Pod, name: str, container: dict[str, Any], run: int, code: int
     ) -> str:
-        spec_data = read_json(state.layout.spec(name, run)) or {}
-        env = spec_data.get("env") or {}
+        launch = read_json(state.layout.launch(name, run)) or {}
+        env = launch.get("env") or {}
         path = Path(str(env.get("VK_TERMINATION_MESSAGE_PATH") or state.layout.termination(name)))
         try:
             with path.open("rb") as handle:
@@ -1273,6 +1328,11 @@ class ProcessProvider(Provider):
         run = state.runs.get(name)
         if run is None or not run.container_alive():
             raise InvalidInput(f'container "{name}" is not running')
+        if not state.layout.launch(name, run.run).exists():
+            raise InvalidInput(
+                f'the environment of container "{name}" is gone from memory-backed storage; '
+                "it gets it back when it restarts"
+            )
         args = [sys.executable, "-m", SHIM, "exec", str(state.layout.spec(name, run.run))]
         fds: list[int] = []
         try:

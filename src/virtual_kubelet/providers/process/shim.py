@@ -22,6 +22,10 @@ an fd passed by the agent), cgroups and limits; with `--tty` its stdin must be a
 
 `probe-mounts` checks once whether this host lets us create mount namespaces and bind mounts.
 
+SPEC.json lies in the state directory; the parts that carry or derive from env values (argv, env,
+mounts) are in the file its `launch_path` names, in memory-backed storage (see state.py), and are
+merged in when the shim starts: nothing secret on a disk, nothing secret on a command line.
+
 This program must not depend on the agent while it runs: no pipes or sockets to it, no imports
 beyond the standard library (it starts quickly and keeps working whatever happens to the agent),
 and it never reads or logs the container's environment except to pass it to the command.
@@ -97,6 +101,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
     os.replace(temporary, path)
+
+
+def load_spec(spec_path: Path) -> dict[str, Any]:
+    """The run's spec: spec.<run>.json (state directory) with its `launch_path` file merged in
+    (argv, env and mounts, kept in memory-backed storage because env values may be secrets).
+    Raises StartError if the launch file is gone (a reboot emptied the memory-backed storage)."""
+    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    launch = spec.get("launch_path")
+    if launch:
+        try:
+            spec.update(json.loads(Path(str(launch)).read_text()))
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "unreadable"
+            raise StartError(
+                f"cannot read the container's launch file {launch}: {reason}"
+            ) from None
+    return spec
 
 
 def rfc3339nano(ns: int | None = None) -> bytes:
@@ -471,6 +492,11 @@ def _oom_kills(cgroups: list[str]) -> int:
 def run(spec_path: Path) -> NoReturn:
     spec: dict[str, Any] = json.loads(spec_path.read_text())
     state_path, exit_path = Path(spec["state_path"]), Path(spec["exit_path"])
+    launch_error: StartError | None = None
+    try:
+        spec = load_spec(spec_path)
+    except StartError as exc:
+        launch_error = exc  # reported through the exit record, as any start failure
     ready_read, ready_write = os.pipe()
     if os.fork() != 0:
         # First stage: the agent waits for us; we exit once the daemon started the command.
@@ -483,6 +509,8 @@ def run(spec_path: Path) -> NoReturn:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     started = time.time()
     try:
+        if launch_error is not None:
+            raise launch_error
         if spec.get("netns"):
             try:
                 enter_network_namespace(str(spec["netns"]))
@@ -652,7 +680,11 @@ def _supervise(
 
 
 def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[str]) -> NoReturn:
-    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    try:
+        spec = load_spec(spec_path)
+    except StartError as exc:
+        sys.stderr.write(f"{exc}\n")
+        os._exit(126)
     if spec.get("netns"):
         try:
             enter_network_namespace(str(spec["netns"]))
