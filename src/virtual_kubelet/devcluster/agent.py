@@ -78,7 +78,7 @@ class AgentProcess:
         return argv + self.args
 
     def start(self) -> AgentProcess:
-        env = dict(os.environ, VKUBELET_POD_IP=self.cluster.node_ip, **self.env)
+        env = {**os.environ, "VKUBELET_POD_IP": self.cluster.node_ip, **self.env}
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             log.write(f"=== starting: {' '.join(self.command())}\n".encode())
