@@ -6,12 +6,13 @@ with DevCluster(tmpdir) as cluster:
 
 from .build import Binaries, ensure_binaries
 from .cluster import COMPONENTS, DevCluster, DevClusterConfig, kubectl_path
-from .errors import BuildError, DevClusterError, StartError
+from .errors import AlreadyRunningError, BuildError, DevClusterError, StartError
 from .versions import VersionError, Versions
 from .waiting import WaitTimeout, wait_until
 
 __all__ = [
     "COMPONENTS",
+    "AlreadyRunningError",
     "Binaries",
     "BuildError",
     "DevCluster",

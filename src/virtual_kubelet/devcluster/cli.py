@@ -1,14 +1,14 @@
 """`virtual-kubelet devcluster ...`: build, start, inspect and stop a local control plane by hand.
 
-Clusters started here keep running after the command returns; their files live under
-`$XDG_STATE_HOME/virtual-kubelet/devcluster/<name>` (or `--dir`) until `down --purge`.
+Clusters started here keep running after the command returns; their files, ports and node
+addresses are theirs under `$XDG_STATE_HOME/virtual-kubelet/devcluster/<name>` (or `--dir`) until
+`down --purge`. `up` on a cluster that is partly running starts only what is not.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import click
 
 from .build import ensure_binaries
-from .cluster import DevCluster, DevClusterConfig
-from .errors import DevClusterError
+from .cluster import COMPONENTS, DevCluster, DevClusterConfig
+from .errors import AlreadyRunningError, DevClusterError
 from .gotoolchain import GO_VERSION, MIN_GO, find_go
 from .gotoolchain import install_go as fetch_go
 from .versions import (
@@ -117,7 +117,11 @@ def build(kubernetes_version: str, etcd_version: str, install_go: bool) -> None:
 @_name_option
 @_dir_option
 @_with_versions
-@click.option("--api-port", type=int, help="Port for kube-apiserver (default: a free one).")
+@click.option(
+    "--api-port",
+    type=int,
+    help="Port for kube-apiserver (default: a free one). A cluster keeps its ports until purged.",
+)
 @click.option(
     "--node-monitor-grace-period",
     default="40s",
@@ -126,8 +130,8 @@ def build(kubernetes_version: str, etcd_version: str, install_go: bool) -> None:
 )
 @click.option(
     "--node-address/--no-node-address",
-    default=os.geteuid() == 0,
-    show_default="on when run as root",
+    default=None,
+    show_default="on when run as root, for a new cluster; an existing one keeps what it has",
     help="Create a private 198.18.x.y address for virtual nodes, so `nodes/<n>/proxy` works.",
 )
 def up(
@@ -137,9 +141,21 @@ def up(
     etcd_version: str,
     api_port: int | None,
     node_monitor_grace_period: str,
-    node_address: bool,
+    node_address: bool | None,
 ) -> None:
-    """Start a cluster that keeps running after this command; print its kubeconfig path."""
+    """Start a cluster that keeps running after this command; print its kubeconfig path.
+
+    On a cluster that exists already, start just the components that are not running (say, a
+    killed kube-apiserver), on the ports the cluster has always had, so running agents and loaded
+    kubeconfigs reconnect; on a fully running one, do nothing.
+    """
+    workdir = _workdir(name, directory)
+    if node_address is None:
+        # A cluster keeps its node address for its lifetime; `--node-address` can add one later.
+        if (workdir / "state.json").exists():
+            node_address = DevCluster.attach(workdir).node_address is not None
+        else:
+            node_address = os.geteuid() == 0
     config = DevClusterConfig(
         versions=_versions(kubernetes_version, etcd_version),
         ports={"kube-apiserver": api_port} if api_port else {},
@@ -147,11 +163,16 @@ def up(
         detached=True,
         node_address=node_address,
     )
-    cluster = DevCluster(_workdir(name, directory), config, progress=_progress)
+    cluster = DevCluster(workdir, config, progress=_progress)
     try:
-        cluster.start()
+        started = cluster.start()
+    except AlreadyRunningError:
+        _progress(f"already running at {cluster.server}; nothing to start")
+        started = []
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
+    if started and len(started) < len(COMPONENTS):
+        _progress(f"restarted {', '.join(started)}; the other components kept running")
     click.echo(str(cluster.kubeconfig))
     _progress(f"use it with: export KUBECONFIG={cluster.kubeconfig}")
 
@@ -163,16 +184,23 @@ def up(
     "--purge", is_flag=True, help="Also delete the cluster's data, certificates and logs."
 )
 def down(name: str, directory: Path | None, purge: bool) -> None:
-    """Stop a cluster started with `up` (only the processes it started)."""
+    """Stop a cluster started with `up` (only the processes it started).
+
+    Its data, ports and node addresses are kept for the next `up`, unless --purge.
+    """
     workdir = _workdir(name, directory)
     if not (workdir / "state.json").exists():
         raise click.ClickException(f"no dev cluster recorded in {workdir}")
-    DevCluster.attach(workdir, progress=_progress).stop()
+    cluster = DevCluster.attach(workdir, progress=_progress)
     if purge:
-        shutil.rmtree(workdir)
+        cluster.purge()
         _progress(f"stopped and removed {workdir}")
     else:
-        _progress(f"stopped; data kept in {workdir} (`up` reuses it, `down --purge` removes it)")
+        cluster.stop()
+        _progress(
+            f"stopped; data kept in {workdir} (`up` restarts it on the same ports, "
+            "`down --purge` removes it)"
+        )
 
 
 @devcluster.command()
@@ -192,6 +220,8 @@ def status(name: str, directory: Path | None, as_json: bool) -> None:
     click.echo(f"server:     {info['server']}")
     click.echo(f"kubeconfig: {info['kubeconfig']}")
     click.echo(f"node IP:    {info['node_ip']}")
+    for node, address in info["node_addresses"].items():
+        click.echo(f"  node {node}: {address}")
     click.echo(f"readyz:     {info['readyz'] or 'not running'}")
     for component, c in info["components"].items():
         state = f"running (pid {c['pid']})" if c["running"] else "stopped"
@@ -210,3 +240,42 @@ def kubeconfig(name: str, directory: Path | None) -> None:
     if not path.exists():
         raise click.ClickException(f"no dev cluster kubeconfig at {path}; run `devcluster up`")
     click.echo(str(path))
+
+
+@devcluster.command("node-address")
+@click.argument("node", required=False)
+@_name_option
+@_dir_option
+def node_address(node: str | None, name: str, directory: Path | None) -> None:
+    """Print a non-loopback address for a virtual node of this cluster, for `VKUBELET_POD_IP`.
+
+    With NODE, one address per node name: made on first use on the cluster's own interface, the
+    same on every later call, until `down --purge` (agents listen on their node address, so two
+    agents need two). Without NODE, the cluster's primary node address. Needs a running cluster
+    that has node addresses (started as root).
+    """
+    workdir = _workdir(name, directory)
+    if not (workdir / "state.json").exists():
+        raise click.ClickException(f"no dev cluster recorded in {workdir}; run `devcluster up`")
+    try:
+        click.echo(DevCluster.attach(workdir).node_address_for(node))
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@devcluster.command("kill-pods")
+@click.argument(
+    "state_dir", type=click.Path(file_okay=False, path_type=Path), metavar="AGENT_STATE_DIR"
+)
+def kill_pods(state_dir: Path) -> None:
+    """SIGKILL the process-provider pods (shims and their containers) of an agent's state directory.
+
+    Pods outlive their agent by design, so that a restarted agent adopts them; this is for taking
+    a dev setup down when the agent cannot delete them any more (say, its API server is gone).
+    """
+    from .agent import kill_shims_under  # imports the agent's modules; only this command needs it
+
+    # The agent records the path as it was given; match a symlink-free spelling too.
+    spellings = {state_dir.absolute(), state_dir.resolve()}
+    killed = sum(kill_shims_under(path) for path in spellings)
+    _progress(f"killed {killed} pod shim(s) under {state_dir}")

@@ -2,8 +2,10 @@
 
 `DevCluster` generates certificates and a kubeconfig, starts the four components on free loopback
 ports in dependency order with readiness checks, records what it started in `state.json`, and stops
-exactly those processes again. It is the test suite's, the benchmarks' and the demo's cluster; it is
-not a production installer.
+exactly those processes again. A cluster keeps its ports and node addresses until it is purged, and
+starting it again starts only the components that are not running, so agents and kubeconfigs find
+it where they left it. It is the test suite's, the benchmarks' and the demo's cluster; it is not a
+production installer.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import claims
 from . import ports as portlib
 from .build import Binaries, Progress, ensure_binaries
-from .errors import DevClusterError, StartError
+from .errors import AlreadyRunningError, DevClusterError, StartError
 from .kubeconfig import write_kubeconfig
-from .nodeaddr import NodeAddress
+from .nodeaddr import COMPONENT as NODE_ADDRESS
+from .nodeaddr import NodeAddress, allocation_lock
 from .pki import CertificateAuthority, KeyPair, create_service_account_keys
 from .process import Component, ProcessRecord
 from .versions import Versions
@@ -94,6 +98,8 @@ class DevCluster:
         self.ports: dict[str, int] = {}
         self.components: dict[str, Component] = {}
         self.node_address: NodeAddress | None = None
+        #: Addresses handed out per node name (`node_address_for`), kept until purge.
+        self.node_addresses: dict[str, str] = {}
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -156,32 +162,49 @@ class DevCluster:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Build what is missing, then start every component and wait until each is ready.
+    def start(self) -> list[str]:
+        """Start the components that are not running, in dependency order, each waited for until
+        ready, and return their names; components still running are left alone. Ports and the node
+        address are the ones recorded in `state.json`, if any: a cluster keeps them until purged.
 
-        On any failure everything started so far is stopped again before the error propagates.
+        Raises AlreadyRunningError if everything runs. On any failure, what this call started is
+        stopped again (everything, if nothing was running before).
         """
-        if self.running_components():
-            raise DevClusterError(
-                "devcluster", f"a cluster from {self.workdir} is already running; stop it first"
+        running = self.running_components()
+        if len(running) == len(COMPONENTS):
+            raise AlreadyRunningError(
+                "devcluster", f"the cluster in {self.workdir} is already running"
             )
+        missing = [name for name in COMPONENTS if name not in running]
         binaries = ensure_binaries(self.config.versions, progress=self.progress)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        before = dict(self.components)
+        if running:
+            self.progress(f"{', '.join(running)} running; starting {', '.join(missing)}")
         try:
-            self._choose_ports()
+            self._choose_ports(running)
+            self._save_state()
             self._write_pki()
-            self.components = {}
-            if self.config.node_address:
-                self.node_address = NodeAddress.create(self.workdir)
-                self._save_state()
-            self._start_etcd(binaries)
-            self._start_apiserver(binaries)
-            self._start_controllers(binaries)
-            self._wait_for_default_service_account()
+            self._ensure_node_address()
+            if ETCD in missing:
+                self._start_etcd(binaries)
+            if APISERVER in missing:
+                self._start_apiserver(binaries)
+            self._start_controllers(binaries, [n for n in missing if n in COMPONENTS[2:]])
+            if CONTROLLER_MANAGER in missing:
+                self._wait_for_default_service_account()
         except BaseException:
-            self.stop()
+            if running:
+                for name in reversed(missing):
+                    component = self.components.get(name)
+                    if component is not None and component is not before.get(name):
+                        component.stop()
+                self._save_state()
+            else:
+                self.stop()
             raise
         self.progress(f"control plane ready at {self.server} (kubeconfig: {self.kubeconfig})")
+        return missing
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the components this cluster started, last-started first; keep data and logs."""
@@ -191,13 +214,55 @@ class DevCluster:
             component = self.components.get(name)
             if component is not None:
                 component.stop(timeout)
-        for port in self.ports.values():
-            portlib.release(port)
         if self.node_address is not None:
+            # The address itself stays recorded (and claimed): the next start restores it.
             self.node_address.remove()
-            self.node_address = None
         self.components = {}
         self._save_state()
+
+    def purge(self) -> None:
+        """Stop the cluster, give up its ports and node addresses, and delete its directory."""
+        self.stop()
+        for port in self.ports.values():
+            portlib.release(port, self.workdir)
+        addresses = [self.node_address.address] if self.node_address else []
+        for address in [*addresses, *self.node_addresses.values()]:
+            claims.release(claims.ADDRESSES, address, self.workdir)
+        shutil.rmtree(self.workdir)
+
+    def node_address_for(self, node: str | None = None) -> str:
+        """A non-loopback address for a virtual node of this running cluster (`VKUBELET_POD_IP`):
+        the cluster's own without `node`; else one per node name, configured on the cluster's
+        interface the first time it is asked for and the same every time after, until purge."""
+        if not self.running_components():
+            raise DevClusterError(
+                "devcluster",
+                f"the cluster in {self.workdir} is not running; start it with "
+                "`virtual-kubelet devcluster up`",
+            )
+        if self.node_address is None:
+            raise DevClusterError(
+                NODE_ADDRESS,
+                f"the cluster in {self.workdir} has no node address (creating one needs root); "
+                "as root, `devcluster down` and `devcluster up --node-address` add one",
+            )
+        if not self.node_address.present():
+            raise DevClusterError(
+                NODE_ADDRESS,
+                f"interface {self.node_address.interface} is gone; "
+                "`virtual-kubelet devcluster up` restores it",
+            )
+        if node is None:
+            return self.node_address.address
+        with allocation_lock():
+            # Another process may have handed out this node's address since we read the state.
+            self.node_addresses.update(self._read_state().get("node_addresses", {}))
+            address = self.node_addresses.get(node)
+            if address is None:
+                address = self.node_address.add(self.workdir)
+                self.node_addresses[node] = address
+                self._save_state()
+        return address
 
     def running_components(self) -> list[str]:
         """Names of this workdir's components that are alive now (per `state.json`)."""
@@ -236,6 +301,7 @@ class DevCluster:
             "server": self.server if APISERVER in self.ports else None,
             "kubeconfig": str(self.kubeconfig),
             "node_ip": self.node_ip,
+            "node_addresses": dict(self.node_addresses),
             "readyz": ready,
             "components": components,
         }
@@ -283,21 +349,59 @@ class DevCluster:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _choose_ports(self) -> None:
-        self.ports = {}
+    def _choose_ports(self, running: Sequence[str]) -> None:
+        recorded = dict(self.ports)
         for name in PORT_NAMES:
-            port = self.config.ports.get(name)
-            if port is None:
-                port = portlib.free_port()
-            elif portlib.port_in_use(port):
-                component = ETCD if name == "etcd-peer" else name
-                raise StartError(component, f"port {port} on 127.0.0.1 is already in use")
+            component = ETCD if name == "etcd-peer" else name
+            fixed = self.config.ports.get(name)
+            port = recorded.get(name)
+            if port is not None and fixed is not None and fixed != port:
+                raise StartError(
+                    component,
+                    f"this cluster's port is {port}, kept for its lifetime; "
+                    "`virtual-kubelet devcluster down --purge` to start afresh on another",
+                )
+            if port is None and fixed is None:
+                port = portlib.free_port(owner=self.workdir)
+            else:
+                port = port if port is not None else fixed
+                assert port is not None
+                if component not in running and portlib.port_in_use(port):
+                    raise StartError(component, self._port_taken(port, kept=name in recorded))
+                portlib.claim(port, self.workdir)
             self.ports[name] = port
+
+    def _port_taken(self, port: int, *, kept: bool) -> str:
+        holder = portlib.holder(port)
+        message = f"port {port} on 127.0.0.1 is already in use" + (
+            f" by {holder}" if holder else ""
+        )
+        if kept:
+            message += (
+                "; this cluster keeps its ports for its lifetime (agents and kubeconfigs know "
+                "them), so stop that process, or run `virtual-kubelet devcluster down --purge` "
+                "to delete the cluster and start afresh on new ports"
+            )
+        return message
+
+    def _ensure_node_address(self) -> None:
+        if self.node_address is not None:
+            extra = list(self.node_addresses.values())
+            if not self.node_address.present(extra):
+                self.node_address = NodeAddress.create(
+                    self.workdir, self.node_address.address, extra
+                )
+        elif self.config.node_address:
+            self.node_address = NodeAddress.create(self.workdir)
+        self._save_state()
 
     def _write_pki(self) -> None:
         if self.kubeconfig.exists() and self.ca.key.exists():
-            # Restarting in the same workdir: keep identities, point the kubeconfig at the new port.
-            self._write_admin_kubeconfig()
+            # Restarting in the same workdir: keep identities. The kubeconfig is rewritten only if
+            # its server is not this cluster's (a workdir from before ports were kept), because
+            # people and agents may be reading it right now.
+            if f'"{self.server}"' not in self.kubeconfig.read_text():
+                self._write_admin_kubeconfig()
             return
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         ca = CertificateAuthority.create(self.pki_dir)
@@ -422,8 +526,10 @@ class DevCluster:
 
         apiserver.wait_ready(ready, self.config.start_timeout, "ready (/readyz)")
 
-    def _start_controllers(self, binaries: Binaries) -> None:
-        self.progress("starting kube-controller-manager and kube-scheduler")
+    def _start_controllers(self, binaries: Binaries, names: Sequence[str]) -> None:
+        if not names:
+            return
+        self.progress(f"starting {' and '.join(names)}")
         kubeconfig = str(self.kubeconfig)
         common = [
             f"--kubeconfig={kubeconfig}",
@@ -435,9 +541,8 @@ class DevCluster:
         ]
         for name in (CONTROLLER_MANAGER, SCHEDULER):
             (self.workdir / name).mkdir(exist_ok=True)
-        controller_manager = self._spawn(
-            CONTROLLER_MANAGER,
-            [
+        argv = {
+            CONTROLLER_MANAGER: [
                 str(binaries.kube_controller_manager),
                 *common,
                 f"--secure-port={self.ports[CONTROLLER_MANAGER]}",
@@ -453,16 +558,15 @@ class DevCluster:
                 f"--node-monitor-grace-period={self.config.node_monitor_grace_period}",
                 f"--node-startup-grace-period={self.config.node_startup_grace_period}",
             ],
-        )
-        scheduler = self._spawn(
-            SCHEDULER,
-            [
+            SCHEDULER: [
                 str(binaries.kube_scheduler),
                 *common,
                 f"--secure-port={self.ports[SCHEDULER]}",
                 f"--cert-dir={self.workdir / SCHEDULER}",
             ],
-        )
+        }
+        # Both start before either is waited for: they need nothing from each other.
+        started = [self._spawn(name, argv[name]) for name in names]
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs made by the components
@@ -474,7 +578,7 @@ class DevCluster:
 
             return check
 
-        for component in (controller_manager, scheduler):
+        for component in started:
             component.wait_ready(healthy(component.name), self.config.start_timeout, "healthy")
 
     def _wait_for_default_service_account(self) -> None:
@@ -495,16 +599,28 @@ class DevCluster:
             },
             "ports": self.ports,
             "node_address": self.node_address.__dict__ if self.node_address else None,
+            # Merged with what is on disk: `node-address` may have added one from another process.
+            "node_addresses": {
+                **self._read_state().get("node_addresses", {}),
+                **self.node_addresses,
+            },
             "processes": [c.record.to_json() for c in self.components.values()],
         }
-        tmp = self.state_file.with_suffix(".tmp")
+        # Per process: `up` and `node-address` may save at the same moment.
+        tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_file)
 
-    def _load_state(self) -> None:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            state = json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
         except FileNotFoundError:
+            return {}
+        return state
+
+    def _load_state(self) -> None:
+        state = self._read_state()
+        if not state:
             return
         self.ports = {str(k): int(v) for k, v in state.get("ports", {}).items()}
         self.components = {
@@ -513,6 +629,7 @@ class DevCluster:
         }
         address = state.get("node_address")
         self.node_address = NodeAddress(**address) if address else None
+        self.node_addresses = {str(k): str(v) for k, v in state.get("node_addresses", {}).items()}
 
 
 def kubectl_path() -> str:

@@ -42,3 +42,7 @@ class BuildError(DevClusterError):
 
 class StartError(DevClusterError):
     """A component did not start, or exited, or never became ready."""
+
+
+class AlreadyRunningError(DevClusterError):
+    """Every component of the cluster already runs: there is nothing to start."""

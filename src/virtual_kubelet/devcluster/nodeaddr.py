@@ -3,12 +3,15 @@
 The API server refuses to proxy `nodes/<name>/proxy/...` to loopback addresses ("address not
 allowed"), while logs and exec to 127.0.0.1 work. So the dev cluster can give its nodes an address
 from 198.18.0.0/15 (RFC 2544's benchmarking range, never routed on the Internet) on a veth interface
-it creates and removes itself. Traffic to it is local delivery; it never leaves this machine.
-Needs CAP_NET_ADMIN (root) and the veth driver; the `ip` command comes from iproute2.
+it creates and removes itself, with one more address per node name on request (agents started by
+hand). Traffic to them is local delivery; it never leaves this machine. A cluster keeps its
+addresses (claims.py) until it is purged, so a restarted cluster's nodes keep theirs. Needs
+CAP_NET_ADMIN (root) and the veth driver; the `ip` command comes from iproute2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
@@ -16,9 +19,11 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import claims
 from .errors import StartError
 from .versions import cache_root
 
@@ -41,13 +46,39 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _used_addresses() -> set[ipaddress.IPv4Address]:
-    used = set()
+def _configured() -> dict[str, str]:
+    """Every IPv4 address configured on this machine, with its interface."""
+    found = {}
     for line in _ip("-o", "-4", "addr", "show").stdout.splitlines():
         fields = line.split()
         if "inet" in fields:
-            used.add(ipaddress.IPv4Interface(fields[fields.index("inet") + 1]).ip)
-    return used
+            address = ipaddress.IPv4Interface(fields[fields.index("inet") + 1]).ip
+            found[str(address)] = fields[1]
+    return found
+
+
+def interface_for(workdir: Path) -> str:
+    """The name of the node-address interface of the cluster in `workdir`."""
+    return "vkdc" + hashlib.sha256(str(workdir).encode()).hexdigest()[:8]
+
+
+@contextlib.contextmanager
+def allocation_lock() -> Iterator[None]:
+    """Held while choosing and configuring addresses, so two clusters never pick the same one."""
+    lock = cache_root() / "node-address.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _allocate(workdir: Path, configured: Mapping[str, str]) -> str:
+    # Skip addresses other clusters keep for their lifetime, even while they are stopped.
+    for candidate in _NETWORK.hosts():
+        address = str(candidate)
+        if address not in configured and claims.claim(claims.ADDRESSES, address, workdir):
+            return address
+    raise StartError(COMPONENT, f"no free address left in {_NETWORK}")
 
 
 @dataclass(frozen=True)
@@ -58,30 +89,66 @@ class NodeAddress:
     address: str
 
     @classmethod
-    def create(cls, workdir: Path) -> NodeAddress:
-        """Create the interface for `workdir` (replacing a stale one) with a free address."""
-        interface = "vkdc" + hashlib.sha256(str(workdir).encode()).hexdigest()[:8]
-        lock = cache_root() / "node-address.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with lock.open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # two clusters starting together pick different addresses
+    def create(
+        cls, workdir: Path, address: str | None = None, extra: Iterable[str] = ()
+    ) -> NodeAddress:
+        """Create the interface for `workdir` (replacing a stale one) with `address`, else a free
+        one, and the `extra` addresses: a cluster coming back gets back the ones it had."""
+        interface = interface_for(workdir)
+        with allocation_lock():
             _ip("link", "del", interface, check=False)
             remove_stale()
-            used = _used_addresses()
-            address = next(str(a) for a in _NETWORK.hosts() if a not in used)
+            configured = _configured()
+            wanted = [address, *extra] if address is not None else []
+            for kept in wanted:
+                if kept in configured:
+                    raise StartError(
+                        COMPONENT,
+                        f"{kept}, this cluster's node address, is now configured on "
+                        f"{configured[kept]}; remove it there, or run `virtual-kubelet devcluster "
+                        "down --purge` to start afresh with a new address",
+                    )
+                claims.claim(claims.ADDRESSES, kept, workdir, force=True)
+            if address is None:
+                address = _allocate(workdir, configured)
+                wanted = [address]
             _ip("link", "add", interface, "type", "veth", "peer", "name", interface + "p")
             try:
                 # Who owns it, so a later cluster can remove it if its owner died without doing so.
                 _ip("link", "set", interface, "alias", f"{_ALIAS} {os.getpid()} {workdir}"[:255])
-                _ip("addr", "add", f"{address}/32", "dev", interface)
+                for each in wanted:
+                    _ip("addr", "add", f"{each}/32", "dev", interface)
                 _ip("link", "set", interface, "up")
             except StartError:
                 _ip("link", "del", interface, check=False)
                 raise
         return cls(interface, address)
 
+    def present(self, extra: Iterable[str] = ()) -> bool:
+        """Whether the interface exists and carries this address and the `extra` ones."""
+        result = _ip("-o", "-4", "addr", "show", "dev", self.interface, check=False)
+        if result.returncode != 0:
+            return False
+        have = {
+            str(ipaddress.IPv4Interface(f[f.index("inet") + 1]).ip)
+            for f in (line.split() for line in result.stdout.splitlines())
+            if "inet" in f
+        }
+        return {self.address, *extra} <= have
+
+    def add(self, workdir: Path) -> str:
+        """Configure one more free address on the interface (call under `allocation_lock()`)."""
+        address = _allocate(workdir, _configured())
+        try:
+            _ip("addr", "add", f"{address}/32", "dev", self.interface)
+        except StartError:
+            claims.release(claims.ADDRESSES, address, workdir)
+            raise
+        return address
+
     def remove(self) -> None:
-        """Delete the interface (its peer and address go with it); a missing one is fine."""
+        """Delete the interface (its peer and addresses go with it); a missing one is fine. The
+        addresses stay claimed for the cluster, which gets them back when it starts again."""
         _ip("link", "del", self.interface, check=False)
 
 

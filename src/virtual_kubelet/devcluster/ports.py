@@ -1,50 +1,27 @@
-"""Free loopback TCP ports for the dev cluster's components, reserved against parallel test runs.
+"""Free loopback TCP ports for the dev cluster's components, and who holds a port that is taken.
 
 Asking the kernel for port 0 and closing the socket leaves a window in which another process may take
-the port; a short-lived reservation file per port (as controller-runtime's envtest does) keeps two
-dev clusters started at the same moment from choosing the same one.
+the port; a claim (claims.py, as controller-runtime's envtest does with reservation files) keeps two
+dev clusters started at the same moment from choosing the same one, and keeps a stopped cluster's
+ports from being handed to another until it is purged.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import time
 from pathlib import Path
 
-from .versions import cache_root
-
-_RESERVATION_S = 120.0
+from . import claims
 
 
-def _reservations() -> Path:
-    path = cache_root() / "port-reservations"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _reserve(port: int) -> bool:
-    marker = _reservations() / str(port)
-    with contextlib.suppress(FileNotFoundError):
-        if time.time() - marker.stat().st_mtime > _RESERVATION_S:
-            marker.unlink(missing_ok=True)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on and no other dev cluster has just picked."""
+def free_port(host: str = "127.0.0.1", owner: Path | None = None) -> int:
+    """A TCP port on `host` that nothing listens on and no other dev cluster holds; claimed for
+    `owner` (a cluster's workdir) for the owner's lifetime, or for two minutes without one."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port: int = s.getsockname()[1]
-        if _reserve(port):
+        if claims.claim(claims.PORTS, str(port), owner):
             return port
     raise RuntimeError(f"could not find a free TCP port on {host}")
 
@@ -52,6 +29,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something already listens on `host:port` (or the address cannot be bound)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As Go's listeners do: connections of a just-killed server (TIME_WAIT) must not count,
+        # or a restarted component could never be given its old port back within a minute.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -59,6 +39,53 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def release(port: int) -> None:
-    """Drop this process's reservation of `port` (the listener, if any, is not touched)."""
-    (_reservations() / str(port)).unlink(missing_ok=True)
+def claim(port: int, owner: Path) -> None:
+    """Record `port` as `owner`'s for the owner's lifetime (a fixed or recorded port)."""
+    claims.claim(claims.PORTS, str(port), owner, force=True)
+
+
+def release(port: int, owner: Path | None = None) -> None:
+    """Drop `owner`'s claim on `port` (the listener, if any, is not touched)."""
+    claims.release(claims.PORTS, str(port), owner)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def holder(port: int) -> str | None:
+    """The process listening on `port`, as `pid N (command line)`, if /proc shows it (the same
+    network namespace, and permission to read the process's file descriptors)."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not sockets:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue
+            if target in sockets:
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                except OSError:
+                    cmdline = b"?"
+                return f"pid {entry.name} ({cmdline.decode(errors='replace')[:120]})"
+    return None
