@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -649,6 +650,28 @@ def test_env_values_and_what_derives_from_them_stay_off_the_state_directory(
         assert (await h.provider.get_pod("default", "private")) is not None
 
     run_test(tmp_path, body)
+
+
+def test_start_errors_show_the_command_as_written_not_expanded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    value = f"s3cr3t-{uuid.uuid4().hex}"
+    env = [{"name": "TOKEN", "value": value}]
+
+    async def body(h: Harness) -> None:
+        await h.provider.create_pod(
+            make_pod("argv", [{"name": "main", "command": ["$(TOKEN)"], "env": env}])
+        )
+        failed = await h.wait(
+            "argv", lambda p: (status_of(p)["state"].get("waiting") or {}).get("message", "") != ""
+        )
+        message = status_of(failed)["state"]["waiting"]["message"]
+        assert message == 'exec: "$(TOKEN)": executable file not found in $PATH'
+        assert files_containing(h.state_dir, value.encode()) == []
+        assert value not in caplog.text
+
+    with caplog.at_level(logging.DEBUG):
+        run_test(tmp_path, body)
 
 
 def test_env_lost_with_the_memory_backed_storage_is_resolved_again_before_a_restart(

@@ -16,7 +16,9 @@ Rules (also in the package docstring):
 - volumeMounts: bind mode mounts each volume (or its subPath) at mountPath in the container's
   private mount namespace; env mode only sets VK_VOLUME_* to the host path.
 
-It must never log or put env values into error messages: they may be secrets.
+It must never log or put env values into error messages: they may be secrets. Error messages show
+`command`, `args` and `subPathExpr` as written, never as expanded (`shown_argv0`, `shown` in
+mounts), unlike the kubelet's.
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ class Launch:
     volume_paths: dict[str, str] = field(default_factory=dict)
     #: {"uid", "gid", "groups"} the shim switches to before exec (None: the agent's user).
     user: dict[str, Any] | None = None
+    #: argv[0] before `$(VAR)` expansion, for error messages (the expanded one may be a secret).
+    shown_argv0: str = ""
 
 
 def volume_env_name(mount_path: str) -> str:
@@ -178,9 +182,15 @@ def container_env(container: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def argv_of(container: dict[str, Any], config: ProcessConfig) -> list[str]:
-    env = container_env(container)
-    command, args = expand_command(container, env)
+def argv_of(
+    container: dict[str, Any], config: ProcessConfig, *, expanded: bool = True
+) -> list[str]:
+    """What the container runs; with `expanded=False`, its `command` and `args` as written."""
+    if expanded:
+        command, args = expand_command(container, container_env(container))
+    else:
+        command = [str(part) for part in container.get("command") or []]
+        args = [str(part) for part in container.get("args") or []]
     if command:
         return command + args
     image_name = str(container.get("image") or "")
@@ -290,9 +300,10 @@ def build(
             source = resolved
         is_file = source.exists() and not stat.S_ISDIR(source.stat().st_mode)
         read_only = bool(mount.get("readOnly"))
-        mounts.append(
-            {"source": str(source), "target": target, "read_only": read_only, "file": is_file}
-        )
+        entry = {"source": str(source), "target": target, "read_only": read_only, "file": is_file}
+        if mount.get("subPathExpr"):
+            entry["shown"] = str(base / shown)  # for messages: the source as written
+        mounts.append(entry)
         sources.append((target, source))
         volume_paths[volume_name] = str(base)
         env[volume_env_name(target)] = target if bind else str(source)
@@ -335,6 +346,7 @@ def build(
         termination_path=termination,
         volume_paths=volume_paths,
         user=user,
+        shown_argv0=(argv_of(container, config, expanded=False) or [""])[0],
     )
 
 

@@ -790,6 +790,7 @@ class ProcessProvider(Provider):
             {
                 "run": run,
                 "launch_path": str(launch_path),
+                "shown_argv0": launch.shown_argv0,
                 "cwd": launch.cwd,
                 "user": launch.user,
                 "log_path": str(layout.log(name, run)),

@@ -202,6 +202,7 @@ def bind_mounts(libc: ctypes.CDLL, mounts: list[dict[str, Any]]) -> None:
     for a file source) and remount read-only where asked. Parents come before children."""
     for entry in sorted(mounts, key=lambda m: str(m["target"]).count("/")):
         source, target = str(entry["source"]), str(entry["target"])
+        shown = str(entry.get("shown") or source)  # a subPathExpr as written, not expanded
         try:
             if entry.get("file"):
                 os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
@@ -213,7 +214,7 @@ def bind_mounts(libc: ctypes.CDLL, mounts: list[dict[str, Any]]) -> None:
             if entry.get("read_only"):
                 _mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
         except OSError as exc:
-            message = f"error mounting {source!r} to rootfs at {target!r}: {exc.strerror or exc}"
+            message = f"error mounting {shown!r} to rootfs at {target!r}: {exc.strerror or exc}"
             if entry.get("optional"):
                 print(f"shim: {message} (skipped)", file=sys.stderr)
                 continue
@@ -250,15 +251,17 @@ def _lower_rlimits(limits: dict[str, int]) -> None:
             print(f"shim: cannot set RLIMIT_{name.upper()}: {exc}", file=sys.stderr)
 
 
-def exec_error(argv0: str, exc: OSError) -> tuple[int, str]:
-    """The exit code and message for a command that could not be executed (shell-like codes)."""
+def exec_error(argv0: str, exc: OSError, shown: str | None = None) -> tuple[int, str]:
+    """The exit code and message for a command that could not be executed (shell-like codes);
+    the message names `shown` (argv0 as written, before expansion) if given."""
+    name = argv0 if shown is None else shown
     if isinstance(exc, FileNotFoundError):
         if "/" in argv0:
-            return 127, f'exec: "{argv0}": stat {argv0}: no such file or directory'
-        return 127, f'exec: "{argv0}": executable file not found in $PATH'
+            return 127, f'exec: "{name}": stat {name}: no such file or directory'
+        return 127, f'exec: "{name}": executable file not found in $PATH'
     if isinstance(exc, PermissionError):
-        return 126, f'exec: "{argv0}": permission denied'
-    return 126, f'exec: "{argv0}": {exc.strerror or exc}'
+        return 126, f'exec: "{name}": permission denied'
+    return 126, f'exec: "{name}": {exc.strerror or exc}'
 
 
 def switch_user(user: dict[str, Any] | None) -> None:
@@ -459,7 +462,9 @@ def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
             try:
                 os.execvpe(argv[0], argv, env)
             except OSError as exc:
-                raise StartError(exec_error(argv[0], exc)[1]) from None
+                # As written in the pod, not expanded: $(VAR) may be a secret.
+                shown = str(spec.get("shown_argv0") or argv[0])
+                raise StartError(exec_error(argv[0], exc, shown)[1]) from None
         except BaseException as exc:
             message = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(OSError):
