@@ -6,8 +6,9 @@ in its own session: the shim forks/execs the command in a new process group, wri
 stdout/stderr to a CRI-format log file, feeds attach input from a FIFO, and records the
 container's pid/pgid at start and its exit code at the end. Nothing ties a shim to the agent, so
 after an agent restart (even kill -9) the containers keep running and logging, and the new agent
-adopts them from the records under `<state dir>/process/<pod uid>/` (same pids, no duplicates);
-see `state.py` for the layout.
+adopts them from the records under `<state dir>/process/<pod uid>/` (same pids, no duplicates).
+Resolved env values, and what derives from them, are never written there: they are kept in
+memory-backed storage next to the pod's volumes. See `state.py` for the layout.
 
 What a container sees:
 - argv: `command` + `args` (with `$(VAR)` expansion). Without `command`, the provider config's
