@@ -3,13 +3,16 @@ process provider and a web server on it; `./dev down --purge` takes all of it aw
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from virtual_kubelet.devcluster import kubectl_path, wait_until
@@ -82,3 +85,76 @@ def test_dev_demo_serves_a_page_and_dev_down_removes_everything() -> None:
     assert status.returncode != 0  # nothing left running under that name
     leftovers = subprocess.run(["pgrep", "-f", env["VK_DEMO_NODE"]], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""  # no agent, no pod process
+
+
+def _demo_processes(state: Path) -> dict[int, str]:
+    """The demo's agent, its pod shims and everything they started, by pid: command line."""
+    roots = [int((state / "agent.pid").read_text())]
+    marker = str(state / "agent")
+    for process in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(process.info["cmdline"] or []):
+            roots.append(process.pid)
+    found: dict[int, str] = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            for each in [root, *root.children(recursive=True)]:
+                found[each.pid] = " ".join(each.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _kill_api_server(state: Path) -> int:
+    processes = json.loads((state / "state.json").read_text())["processes"]
+    pid = next(p["pid"] for p in processes if p["name"] == "kube-apiserver")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid), 15, "kube-apiserver to die")
+    return int(pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the demo's node address needs root")
+def test_demo_survives_a_killed_api_server_and_dev_down_then_leaves_no_process() -> None:
+    suffix = secrets.token_hex(3)
+    env = dict(os.environ, VK_DEMO_NAME=f"demo-kill-{suffix}", VK_DEMO_NODE=f"demo-kill-{suffix}")
+
+    def dev(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["./dev", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    try:
+        demo = dev("demo")
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        kubeconfig = re.search(r"export KUBECONFIG=(\S+)", demo.stdout)
+        assert kubeconfig, demo.stdout
+        state = Path(kubeconfig.group(1)).parent
+        agent_pid = int((state / "agent.pid").read_text())
+        # `./dev demo` again after kube-apiserver was killed: it comes back, and the demo with it,
+        # without restarting the agent.
+        _kill_api_server(state)
+        again = dev("demo")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "restarted kube-apiserver" in again.stderr
+        assert "already running" in again.stderr  # the virtual node
+        assert int((state / "agent.pid").read_text()) == agent_pid
+        # Killed again, now for good: the agent cannot reach the API server to delete the pods.
+        processes = _demo_processes(state)
+        assert agent_pid in processes
+        assert any("http.server" in cmdline for cmdline in processes.values()), processes
+        _kill_api_server(state)
+    finally:
+        down = dev("down", "--purge")
+    assert down.returncode == 0, down.stderr[-3000:]
+    left = {pid: cmdline for pid, cmdline in processes.items() if _alive(pid)}
+    assert left == {}, "demo processes survived ./dev down --purge"
+    assert not state.exists()
+    leftovers = subprocess.run(["pgrep", "-f", env["VK_DEMO_NODE"]], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
