@@ -27,6 +27,7 @@ from virtual_kubelet.providers.process import ProcessProvider
 from virtual_kubelet.providers.process.config import ProviderConfigError, load_config
 from virtual_kubelet.providers.process.launch import volume_env_name
 from virtual_kubelet.providers.process.shim import alive
+from virtual_kubelet.providers.process.state import memory_backed
 from virtual_kubelet.providers.process.status import go_duration
 
 #: Tests use env-mode mounts and no cgroups unless they test those (no changes to the host).
@@ -650,6 +651,23 @@ def test_env_values_and_what_derives_from_them_stay_off_the_state_directory(
         assert (await h.provider.get_pod("default", "private")) is not None
 
     run_test(tmp_path, body)
+
+
+def test_a_pods_directory_on_disk_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(h: Harness) -> None:
+        pass
+
+    with caplog.at_level(logging.WARNING):
+        run_test(tmp_path, body)  # tmp_path/volumes, on the disk tmp_path is on
+    on_disk = [r.getMessage() for r in caplog.records if "not memory-backed" in r.getMessage()]
+    if memory_backed(tmp_path):
+        assert on_disk == []
+    else:
+        assert len(on_disk) == 1
+        assert str(tmp_path / "volumes") in on_disk[0]
+        assert "--volumes-dir" in on_disk[0]
 
 
 def test_start_errors_show_the_command_as_written_not_expanded(
