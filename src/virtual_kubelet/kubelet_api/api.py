@@ -18,7 +18,8 @@ from ..providers.base import Provider
 from . import stats
 from .http import HttpError, Request, Responder, Router
 from .logs import InvalidLogOptions, limit, parse_log_options
-from .streaming.session import serve_port_forward, serve_remote_command
+from .streaming.exec_attach import serve_remote_command
+from .streaming.portforward import serve_port_forward
 
 log = logging.getLogger(__name__)
 
