@@ -1,6 +1,8 @@
 """The agent's own Prometheus metrics, defined in one place so names stay consistent.
 
 Every metric is prefixed `virtual_kubelet_`. Labels never carry pod names (unbounded cardinality).
+The API client's, work queues' and event recorder's metrics live in `kube/metrics.py` (the `kube`
+layer must not import the agent); both register in the default registry the agent serves.
 """
 
 from __future__ import annotations
@@ -15,30 +17,6 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-API_REQUESTS = Counter(
-    "virtual_kubelet_api_requests_total",
-    "Requests to the Kubernetes API server, by client, verb and HTTP status code.",
-    ["client", "verb", "code"],
-)
-API_REQUEST_SECONDS = Histogram(
-    "virtual_kubelet_api_request_duration_seconds",
-    "Latency of requests to the Kubernetes API server (watches excluded).",
-    ["client", "verb"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-QUEUE_DEPTH = Gauge("virtual_kubelet_workqueue_depth", "Keys waiting in a work queue.", ["queue"])
-QUEUE_ADDS = Counter(
-    "virtual_kubelet_workqueue_adds_total", "Keys added to a work queue.", ["queue"]
-)
-QUEUE_RETRIES = Counter(
-    "virtual_kubelet_workqueue_retries_total", "Keys re-queued after a failure.", ["queue"]
-)
-SYNC_SECONDS = Histogram(
-    "virtual_kubelet_sync_duration_seconds",
-    "Time to handle one key of a work queue.",
-    ["queue", "result"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
 PROVIDER_CALLS = Counter(
     "virtual_kubelet_provider_calls_total",
     "Calls into the provider, by method and result.",
@@ -50,10 +28,6 @@ LEASE_RENEWAL_AGE = Gauge(
 )
 LEASE_RENEWALS = Counter(
     "virtual_kubelet_lease_renewals_total", "Lease renewal attempts, by result.", ["result"]
-)
-EVENTS_DROPPED = Counter(
-    "virtual_kubelet_events_dropped_total",
-    "Kubernetes Events not sent: over --event-qps/--event-burst, or the API server lagged.",
 )
 KUBELET_API_CONNECTIONS = Gauge(
     "virtual_kubelet_kubelet_api_connections", "Open connections to the kubelet API port."

@@ -19,9 +19,9 @@ import aiohttp
 import orjson
 
 from .. import __version__
-from ..metrics import API_REQUEST_SECONDS, API_REQUESTS
 from .config import ClientConfig, Credentials
 from .errors import ApiError
+from .metrics import API_REQUEST_SECONDS, API_REQUESTS
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import EVENTS_DROPPED
 from .client import KubeClient, path
 from .errors import ApiError
+from .metrics import EVENTS_DROPPED
 from .ratelimit import TokenBucket
 from .timefmt import rfc3339 as _now
 

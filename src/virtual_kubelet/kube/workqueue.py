@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ..metrics import QUEUE_ADDS, QUEUE_DEPTH, QUEUE_RETRIES, SYNC_SECONDS
+from .metrics import QUEUE_ADDS, QUEUE_DEPTH, QUEUE_RETRIES, SYNC_SECONDS
 
 log = logging.getLogger(__name__)
 
