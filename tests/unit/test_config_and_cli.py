@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from virtual_kubelet.cli import _duration
 from virtual_kubelet.kube import config
+from virtual_kubelet.kube.credentials import Credentials
 from virtual_kubelet.kube.quantity import QuantityError, format_quantity, parse_quantity
 from virtual_kubelet.providers.configfile import ProviderConfigError
 from virtual_kubelet.providers.mock import load_config
@@ -35,7 +37,7 @@ def test_kubeconfig_with_token_and_relative_ca_file(tmp_path: Path) -> None:
     loaded = config.from_kubeconfig(path)
     assert loaded.server == "https://127.0.0.1:6443"
     assert loaded.ca_data == b"not really a cert"
-    assert config.Credentials(loaded).bearer_token() == "sekrit"
+    assert asyncio.run(Credentials(loaded).bearer_token()) == "sekrit"
     assert "sekrit" not in repr(loaded)
 
 
@@ -57,7 +59,7 @@ def test_exec_plugin_token(tmp_path: Path) -> None:
     plugin.write_text(f"#!/bin/sh\necho '{json.dumps(credential)}'\n")
     plugin.chmod(0o755)
     loaded = config.from_kubeconfig(_kubeconfig(tmp_path, {"exec": {"command": str(plugin)}}))
-    assert config.Credentials(loaded).bearer_token() == "from-plugin"
+    assert asyncio.run(Credentials(loaded).bearer_token()) == "from-plugin"
 
 
 def test_load_prefers_explicit_then_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

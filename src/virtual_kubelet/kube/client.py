@@ -19,7 +19,8 @@ import aiohttp
 import orjson
 
 from .. import __version__
-from .config import ClientConfig, Credentials
+from .config import ClientConfig
+from .credentials import Credentials
 from .errors import ApiError
 from .metrics import API_REQUEST_SECONDS, API_REQUESTS
 from .ratelimit import TokenBucket
@@ -105,6 +106,7 @@ class KubeClient:
         return self._session
 
     async def close(self) -> None:
+        await self._credentials.close()
         if self._session is not None:
             await self._session.close()
 
@@ -122,9 +124,9 @@ class KubeClient:
     def _latency(self, verb: str) -> Any:
         return API_REQUEST_SECONDS.labels(self.name, verb)
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {}
-        token = self._credentials.bearer_token()
+        token = await self._credentials.bearer_token()  # raises CredentialError, an ApiError
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if content_type:
@@ -146,6 +148,7 @@ class KubeClient:
         verb = method.lower()
         for attempt in range(_MAX_THROTTLE_RETRIES + 1):
             await self._limiter.acquire()
+            headers = await self._headers(content_type if data is not None else None)
             started = time.monotonic()
             try:
                 async with self._http().request(
@@ -153,7 +156,7 @@ class KubeClient:
                     url,
                     params=_params(params),
                     data=data,
-                    headers=self._headers(content_type if data is not None else None),
+                    headers=headers,
                     timeout=aiohttp.ClientTimeout(total=timeout or self._timeout),
                     server_hostname=self.config.tls_server_name,
                 ) as response:
@@ -206,13 +209,14 @@ class KubeClient:
         ApiError(0, ...). Lines are split by hand because objects can exceed any fixed line limit.
         """
         await self._limiter.acquire()
+        headers = await self._headers()
         query = dict(params, watch=True)
         server_timeout = float(query.get("timeoutSeconds", 300))
         try:
             async with self._http().get(
                 url,
                 params=_params(query),
-                headers=self._headers(),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=30, sock_read=server_timeout + 30
                 ),

@@ -1,18 +1,15 @@
 """Where and how to reach the API server: kubeconfig files, in-cluster service accounts, exec plugins.
 
-Produces a `ClientConfig` (server URL, TLS material, credentials) and an `ssl.SSLContext` from it.
-Credentials never appear in error messages or reprs.
+Produces a `ClientConfig` (server URL, TLS material, where credentials come from) and an
+`ssl.SSLContext` from it. Obtaining tokens at run time is `credentials.py`'s job. Credentials never
+appear in error messages or reprs.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import datetime
-import json
 import os
 import ssl
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,77 +198,3 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> ClientCon
             "no kubeconfig found (tried --kubeconfig, $KUBECONFIG, ~/.kube/config) and not running "
             "in a cluster"
         ) from None
-
-
-@dataclass
-class _CachedCredential:
-    token: str | None
-    expires: datetime.datetime | None
-
-
-class Credentials:
-    """Bearer tokens that may change over time: static, re-read from a file, or from a plugin."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        self._config = config
-        self._cached: _CachedCredential | None = None
-
-    def bearer_token(self) -> str | None:
-        if self._config.exec_plugin is not None:
-            return self._exec().token
-        if self._config.token_file is not None:
-            with contextlib.suppress(OSError):
-                return self._config.token_file.read_text().strip()
-        return self._config.token
-
-    def invalidate(self) -> None:
-        """Forget a plugin credential (after a 401), so the next request runs the plugin again."""
-        self._cached = None
-
-    def _exec(self) -> _CachedCredential:
-        now = datetime.datetime.now(datetime.UTC)
-        if self._cached and (self._cached.expires is None or self._cached.expires > now):
-            return self._cached
-        plugin = self._config.exec_plugin
-        assert plugin is not None
-        env = dict(os.environ, **dict(plugin.env))
-        env["KUBERNETES_EXEC_INFO"] = json.dumps(
-            {
-                "apiVersion": plugin.api_version,
-                "kind": "ExecCredential",
-                "spec": {"interactive": False},
-            }
-        )
-        try:
-            result = subprocess.run(
-                [plugin.command, *plugin.args],
-                capture_output=True,
-                env=env,
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(f"credential plugin {plugin.command!r} did not run: {exc}") from None
-        if result.returncode != 0:
-            raise ConfigError(
-                f"credential plugin {plugin.command!r} exited with {result.returncode}: "
-                f"{result.stderr.decode(errors='replace').strip()[-500:]}"
-            )
-        try:
-            status = json.loads(result.stdout)["status"]
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"credential plugin {plugin.command!r} printed no ExecCredential status"
-            ) from None
-        expires = None
-        if status.get("expirationTimestamp"):
-            expires = datetime.datetime.fromisoformat(
-                status["expirationTimestamp"].replace("Z", "+00:00")
-            )
-        if not status.get("token"):
-            raise ConfigError(
-                f"credential plugin {plugin.command!r} returned no token (client certificates from "
-                "plugins are not supported)"
-            )
-        self._cached = _CachedCredential(token=status["token"], expires=expires)
-        return self._cached

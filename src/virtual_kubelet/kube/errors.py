@@ -35,3 +35,11 @@ class ApiError(Exception):
     def retryable(self) -> bool:
         """Worth retrying unchanged: throttling, timeouts, server errors, connection failures."""
         return self.status in (0, 429, 500, 502, 503, 504)
+
+
+class CredentialError(ApiError):
+    """No bearer token could be obtained (plugin failed, token file unreadable): the request was
+    not sent. Status 0 like an unreachable server, so callers retry it the same way."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "CredentialError", message)
