@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import datetime
 
-from virtual_kubelet.providers.base import NotFound, Pod, PodCallback, Provider
+from virtual_kubelet.sdk import NotFound, Pod, PodCallback, Provider
 
 
 def _now() -> str:

@@ -1,38 +1,30 @@
-"""`/containerLogs` options: parsing and validation as the kubelet does, and a filter that applies
-them to timestamped lines (for providers that keep logs as lines; others honour options themselves).
+"""`/containerLogs` on the HTTP side: parsing and validating the query as the kubelet does, and
+applying limitBytes to what the provider streams.
+
+The options themselves and the helpers for providers (`LogOptions`, `select_history`,
+`format_line`) belong to the provider SDK (`virtual_kubelet.sdk.container_logs`); they stay
+importable from here for existing code.
 """
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 
 from ..kube.timefmt import parse
+from ..sdk.container_logs import LogOptions, format_line, select_history
+
+__all__ = [
+    "InvalidLogOptions",
+    "LogOptions",
+    "format_line",
+    "limit",
+    "parse_log_options",
+    "select_history",
+]
 
 
 class InvalidLogOptions(ValueError):
     """A query parameter has a bad value (-> 400 with this message)."""
-
-
-@dataclass(frozen=True)
-class LogOptions:
-    follow: bool = False
-    previous: bool = False
-    timestamps: bool = False
-    tail_lines: int | None = None
-    limit_bytes: int | None = None
-    since_seconds: int | None = None
-    since_time: datetime.datetime | None = None
-
-    def since(self, now: datetime.datetime | None = None) -> datetime.datetime | None:
-        """The earliest moment a line may have, from sinceSeconds or sinceTime."""
-        if self.since_time is not None:
-            return self.since_time
-        if self.since_seconds is not None:
-            now = now or datetime.datetime.now(datetime.UTC)
-            return now - datetime.timedelta(seconds=self.since_seconds)
-        return None
 
 
 def _bool(name: str, value: str) -> bool:
@@ -84,23 +76,6 @@ def parse_log_options(query: Mapping[str, list[str]]) -> LogOptions:
         since_seconds=_int("sinceSeconds", since_seconds, 1) if since_seconds is not None else None,
         since_time=parsed_since_time,
     )
-
-
-def format_line(when: datetime.datetime, data: bytes, options: LogOptions) -> bytes:
-    if not options.timestamps:
-        return data
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%f").encode() + b"000Z " + data
-
-
-def select_history(
-    lines: Iterable[tuple[datetime.datetime, bytes]], options: LogOptions
-) -> list[tuple[datetime.datetime, bytes]]:
-    """The recorded lines the options ask for (since, then tail), oldest first."""
-    since = options.since()
-    chosen = [(t, d) for t, d in lines if since is None or t >= since]
-    if options.tail_lines is not None:
-        chosen = chosen[-options.tail_lines :] if options.tail_lines else []
-    return chosen
 
 
 async def limit(chunks: AsyncIterator[bytes], options: LogOptions) -> AsyncIterator[bytes]:

@@ -11,13 +11,27 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..expansion import expand, expand_command
 from .downward import DownwardError, metadata_field, resource_field
 
 _Json = dict[str, Any]
+
+# expand and expand_command live in the leaf module virtual_kubelet.expansion (providers use them
+# too); the names stay importable from here.
+__all__ = [
+    "EnvError",
+    "EnvEvent",
+    "EnvSources",
+    "PodNetwork",
+    "expand",
+    "expand_command",
+    "resolve_container_env",
+    "resolve_pod_env",
+]
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 # The kubelet saturates resource values at the largest int64 rather than overflowing.
@@ -65,40 +79,6 @@ class PodNetwork:
     pod_ips: list[str]
 
 
-def expand(text: str, lookup: Callable[[str], str | None]) -> str:
-    """Expand `$(VAR)` references the way Kubernetes does for env values, command and args.
-
-    Unknown references stay verbatim, `$$` is an escaped `$`, and an unterminated `$(` or a `$`
-    before any other character is kept as written.
-    """
-    out: list[str] = []
-    checkpoint = 0
-    cursor = 0
-    size = len(text)
-    while cursor < size:
-        if text[cursor] == "$" and cursor + 1 < size:
-            out.append(text[checkpoint:cursor])
-            following = text[cursor + 1]
-            if following == "(":
-                closer = text.find(")", cursor + 2)
-                if closer == -1:
-                    out.append("$(")
-                    cursor += 1
-                else:
-                    name = text[cursor + 2 : closer]
-                    value = lookup(name)
-                    out.append(f"$({name})" if value is None else value)
-                    cursor = closer
-            else:
-                # "$$" collapses to "$"; "$x" is kept whole so that its "x" is not rescanned.
-                out.append("$" if following == "$" else "$" + following)
-                cursor += 1
-            checkpoint = cursor + 1
-        cursor += 1
-    out.append(text[checkpoint:])
-    return "".join(out)
-
-
 def resolve_container_env(
     pod: dict[str, Any],
     container: dict[str, Any],
@@ -142,16 +122,6 @@ def resolve_pod_env(
         if event not in events:
             events.append(event)
     return resolved, events
-
-
-def expand_command(
-    container: dict[str, Any], env: list[dict[str, str]]
-) -> tuple[list[str], list[str]]:
-    """The container's command and args with `$(VAR)` expanded from its resolved env."""
-    values = {entry["name"]: entry["value"] for entry in env}
-    command = [expand(str(part), values.get) for part in _list(container.get("command"))]
-    args = [expand(str(part), values.get) for part in _list(container.get("args"))]
-    return command, args
 
 
 class _CachedSources:

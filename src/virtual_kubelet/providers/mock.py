@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -21,15 +22,29 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .. import __version__
-from ..errors import InvalidInput, NotFound
-from ..kube.objects import deep_copy, key_of, uid_of
-from ..kube.quantity import QuantityError, parse_quantity
-from ..kube.timefmt import rfc3339
-from ..kubelet_api.logs import LogOptions
-from ..streams import ContainerIO, DuplexStream
-from .base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
-from .configfile import read_mapping, validate
+from ..sdk import (
+    AGENT_VERSION,
+    Capabilities,
+    ContainerIO,
+    DuplexStream,
+    InvalidInput,
+    LogOptions,
+    Node,
+    NotFound,
+    Pod,
+    PodCallback,
+    PodStatus,
+    Provider,
+    ProviderContext,
+    QuantityError,
+    deep_copy,
+    key_of,
+    parse_quantity,
+    read_mapping,
+    rfc3339,
+    uid_of,
+    validate,
+)
 from .mock_runtime import MockRuntime
 
 log = logging.getLogger(__name__)
@@ -364,6 +379,10 @@ class MockProvider(Provider):
     def wants_volume_files(self) -> bool:
         return self.config.volumes
 
+    def capabilities(self) -> Capabilities:
+        # `push: false` in the config makes the core poll, as for a provider without notify_pods.
+        return dataclasses.replace(super().capabilities(), notify_pods=self.config.push)
+
     def notify_pods(self, callback: PodCallback) -> None:
         if not self.config.push:
             raise NotImplementedError("push disabled in the mock's config: poll instead")
@@ -404,7 +423,7 @@ class MockProvider(Provider):
         }
         node["status"]["capacity"] = dict(resources)
         node["status"]["allocatable"] = dict(resources)
-        node["status"]["nodeInfo"]["containerRuntimeVersion"] = f"mock://{__version__}"
+        node["status"]["nodeInfo"]["containerRuntimeVersion"] = f"mock://{AGENT_VERSION}"
         if self.config.provider_id:
             node["spec"]["providerID"] = self.config.provider_id
 

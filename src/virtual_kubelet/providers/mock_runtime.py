@@ -17,10 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidInput, NotFound
-from ..kube.timefmt import rfc3339
-from ..kubelet_api.logs import LogOptions, format_line, select_history
-from ..streams import ContainerIO, DuplexStream, TermSize
+from ..sdk import (
+    ContainerIO,
+    DuplexStream,
+    InvalidInput,
+    LogOptions,
+    NotFound,
+    TermSize,
+    format_line,
+    rfc3339,
+    select_history,
+)
 
 #: Annotation: seconds between "tick" lines each container writes to its log.
 LOG_EVERY = "mock.virtual-kubelet.io/log-every-seconds"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from .base import Provider, ProviderContext
+from ..sdk import Provider, ProviderContext
 
 ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 
