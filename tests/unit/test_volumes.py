@@ -761,8 +761,8 @@ def test_remove_deletes_everything_and_forgets_tokens(
     (read_only / "f").write_text("x")
     read_only.chmod(0o500)
 
-    volumes.remove(UID)
-    volumes.remove(UID)
+    asyncio.run(volumes.remove(UID))
+    asyncio.run(volumes.remove(UID))
 
     assert not volumes.pod_dir(UID).exists()
     materialise(volumes, pod)
@@ -772,4 +772,4 @@ def test_remove_deletes_everything_and_forgets_tokens(
 def test_pod_dir_refuses_uids_that_escape(volumes: PodVolumes) -> None:
     for uid in ("..", "a/b", ""):
         with pytest.raises(ValueError, match="invalid pod uid"):
-            volumes.remove(uid)
+            asyncio.run(volumes.remove(uid))

@@ -333,7 +333,7 @@ class PodController:
             with contextlib.suppress(NotFound):
                 await self._call("delete_pod", self.provider.delete_pod(final))
         if tracked is not None and self.volumes is not None:
-            self.volumes.remove(tracked.uid)
+            await self.volumes.remove(tracked.uid)
 
     async def _prepare(self, pod: Pod, tracked: _Tracked) -> Pod:
         """The pod as the provider receives it: env resolved, IPs assigned, volumes written."""

@@ -18,6 +18,7 @@ from typing import Any
 from ..kube.client import KubeClient, path
 from ..kube.reflector import CallbackHandler, Reflector
 from ..kube.timefmt import parse
+from .volumes.sources import ServiceAccountToken
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +150,8 @@ class ResourceCache:
         expiration_seconds: int,
         pod_name: str,
         pod_uid: str,
-    ) -> Any:
+    ) -> ServiceAccountToken:
         """A bound service-account token from the TokenRequest API."""
-        from .volumes import ServiceAccountToken
-
         spec: dict[str, Any] = {
             "expirationSeconds": expiration_seconds,
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid},
