@@ -342,6 +342,21 @@ def test_secret_values_are_decoded_as_utf8_with_replacement() -> None:
     assert env == {"BIN": "\ufffd\ufffdok", "TEXT": "grüße"}
 
 
+def test_invalid_base64_in_a_secret_names_the_key_not_the_value() -> None:
+    broken = secret("s", {"GOOD": "fine"})
+    broken["data"]["BAD"] = "s3cr3t-not-base64!"
+    only_good = {"name": "c", "env": [ref_var("V", secretKeyRef={"name": "s", "key": "GOOD"})]}
+    # Only the referenced key is decoded: a malformed neighbour breaks nothing.
+    assert env_dict(only_good, broken) == {"V": "fine"}
+
+    container = {"name": "c", "envFrom": [{"secretRef": {"name": "s"}}]}
+    with pytest.raises(EnvError) as caught:
+        resolve(container, broken)
+    assert caught.value.reason == "InvalidSecretData"
+    assert caught.value.message == f'Key "BAD" of Secret {NS}/s is not valid base64'
+    assert "s3cr3t" not in f"{caught.value} {caught.value!r}"
+
+
 def test_later_sources_replace_values_but_keep_first_position() -> None:
     container = {
         "name": "c",

@@ -8,14 +8,13 @@ resource fields, `$(VAR)` references and service links) into the ordered list of
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..expansion import expand, expand_command
+from .config_data import ConfigKind, InvalidBase64, decoded_values, lookup
 from .downward import DownwardError, metadata_field, resource_field
 
 _Json = dict[str, Any]
@@ -213,6 +212,7 @@ class _Resolver:
 
     def _env_from(self, source: _Json, cname: str) -> dict[str, str]:
         prefix = str(source.get("prefix") or "")
+        kind: ConfigKind
         if isinstance(source.get("configMapRef"), dict):
             ref, kind = source["configMapRef"], "ConfigMap"
         elif isinstance(source.get("secretRef"), dict):
@@ -245,27 +245,24 @@ class _Resolver:
             )
         return values
 
-    def _data(self, kind: str, name: str, key: str | None = None) -> dict[str, str] | None:
+    def _data(self, kind: ConfigKind, name: str, key: str | None = None) -> dict[str, str] | None:
         """The string values of a ConfigMap or Secret, or None when it does not exist.
 
-        Only `key` is read when given.
+        Only `key` is read when given: decoding only what is used keeps one malformed key from
+        breaking unrelated references.
         """
-        if kind == "ConfigMap":
-            config_map = self.sources.config_map(self.namespace, name)
-            if config_map is None:
-                return None
-            # Like the kubelet, binaryData never reaches the environment.
-            data = _map(config_map.get("data"))
-            return {str(k): str(v) for k, v in data.items() if key is None or k == key}
-        secret = self.sources.secret(self.namespace, name)
-        if secret is None:
+        obj = lookup(self.sources, kind, self.namespace, name)
+        if obj is None:
             return None
-        # Decoding only what is used keeps one malformed key from breaking unrelated references.
-        return {
-            str(k): _decode_secret_value(v, str(k), f"{self.namespace}/{name}")
-            for k, v in _map(secret.get("data")).items()
-            if key is None or k == key
-        }
+        try:
+            # Like the kubelet, binaryData never reaches the environment.
+            values = decoded_values(kind, obj, only=key, binary_data=False)
+        except InvalidBase64 as bad:
+            raise EnvError(
+                "InvalidSecretData",
+                f'Key "{bad.key}" of Secret {self.namespace}/{name} is not valid base64',
+            ) from None
+        return {k: v.decode("utf-8", errors="replace") for k, v in values.items()}
 
     def _env_value(
         self, entry: _Json, name: str, container: _Json, scope: dict[str, str]
@@ -292,7 +289,7 @@ class _Resolver:
         # fileKeyRef needs the volume's files, which only exist on the provider's side.
         raise EnvError("UnsupportedValueFrom", f"{where}: valueFrom {kinds} is not supported")
 
-    def _key_ref(self, kind: str, ref: _Json, where: str) -> str | None:
+    def _key_ref(self, kind: ConfigKind, ref: _Json, where: str) -> str | None:
         name = str(ref.get("name") or "")
         key = str(ref.get("key") or "")
         optional = ref.get("optional") is True
@@ -368,16 +365,6 @@ def _list(value: Any) -> list[Any]:
 def _is_env_var_name(name: str) -> bool:
     # The kubelet's relaxed rule: any printable ASCII except "=", so names like "my.var" work.
     return bool(name) and all(" " <= char <= "~" and char != "=" for char in name)
-
-
-def _decode_secret_value(value: Any, key: str, secret: str) -> str:
-    try:
-        raw = base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError):
-        raise EnvError(
-            "InvalidSecretData", f'Key "{key}" of Secret {secret} is not valid base64'
-        ) from None
-    return raw.decode("utf-8", errors="replace")
 
 
 def _service_name(service: _Json) -> str:
