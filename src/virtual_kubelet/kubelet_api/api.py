@@ -1,7 +1,9 @@
 """The kubelet API routes, each backed by the provider (or the pod cache for `/pods`).
 
-A provider method that is missing answers 501; NotFound answers 404 and InvalidInput 400. The
-streaming routes (exec, attach, port-forward) hand the upgraded connection to `streaming/`.
+A route whose hook the provider does not have (its `Capabilities`, read once) answers 501 before
+anything else happens; what a provider raises is turned into a status by the dispatcher
+(`provider_errors`). The streaming routes (exec, attach, port-forward) hand the upgraded
+connection to `streaming/`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidInput, NotFound
-from ..providers.base import Provider
+from ..errors import NotFound
+from ..sdk import Capabilities, ContainerIO, DuplexStream, Provider
 from . import stats
 from .http import HttpError, Request, Responder, Router
 from .logs import InvalidLogOptions, limit, parse_log_options
+from .provider_errors import MissingHook
 from .streaming.exec_attach import serve_remote_command
 from .streaming.portforward import serve_port_forward
 
@@ -37,6 +40,7 @@ class KubeletApi:
         stream_idle_timeout: float = 4 * 3600.0,
     ) -> None:
         self.provider = provider
+        self.capabilities = Capabilities.of(provider)
         self.node_name = node_name
         self.api_pods = api_pods
         self.stream_creation_timeout = stream_creation_timeout
@@ -56,9 +60,9 @@ class KubeletApi:
         r.add("/stats/summary", ("GET", "POST"), self.stats_summary)
         r.add("/metrics/resource", ("GET",), self.metrics_resource)
 
-    def _missing(self, method: str) -> HttpError:
-        name = type(self.provider).__name__
-        return HttpError(501, f"{method} is not implemented by the {name} provider")
+    def _require(self, hook: str) -> None:
+        if hook not in self.capabilities:
+            raise MissingHook(hook, self.provider)
 
     async def healthz(self, request: Request, responder: Responder) -> None:
         await responder.respond(200, "ok")
@@ -78,24 +82,15 @@ class KubeletApi:
             options = parse_log_options(request.query)
         except InvalidLogOptions as exc:
             raise HttpError(400, str(exc)) from None
-        try:
-            chunks = self.provider.get_container_logs(
-                p["namespace"], p["pod"], p["container"], options
-            )
-        except NotImplementedError:
-            raise self._missing("get_container_logs") from None
+        self._require("get_container_logs")
+        chunks = self.provider.get_container_logs(p["namespace"], p["pod"], p["container"], options)
         iterator = aiter(chunks)
-        # Pull the first chunk before answering, so NotFound and friends become a proper status.
+        # Pull the first chunk before answering, so that NotFound and friends still become a
+        # status (once the 200 is sent, an error can only end the stream).
         try:
             first = await anext(iterator)
         except StopAsyncIteration:
             first = b""
-        except NotImplementedError:
-            raise self._missing("get_container_logs") from None
-        except NotFound as exc:
-            raise HttpError(404, str(exc) or "container not found") from None
-        except InvalidInput as exc:
-            raise HttpError(400, str(exc)) from None
 
         async def all_chunks() -> AsyncIterator[bytes]:
             yield first
@@ -112,20 +107,20 @@ class KubeletApi:
                     await closer()
 
     async def stats_summary(self, request: Request, responder: Responder) -> None:
-        try:
-            summary = await self.provider.get_stats_summary()
-        except NotImplementedError:
-            raise self._missing("get_stats_summary") from None
+        self._require("get_stats_summary")
+        summary = await self.provider.get_stats_summary()
         if request.flag("only_cpu_and_memory"):
             summary = _only_cpu_and_memory(summary)
         await responder.respond(200, orjson.dumps(summary), JSON)
 
     async def metrics_resource(self, request: Request, responder: Responder) -> None:
+        self._require("get_stats_summary")
         try:
             summary = await self.provider.get_stats_summary()
         except NotImplementedError:
-            raise self._missing("get_stats_summary") from None
+            raise  # a provider refusing at run time: 501 like a missing hook
         except Exception:
+            # Prometheus scrapes this: an error sample keeps the scrape working.
             log.exception("provider stats failed")
             await responder.respond(200, stats.error_metrics(), stats.CONTENT_TYPE)
             return
@@ -144,11 +139,10 @@ class KubeletApi:
         command = request.query.get("command") or []
         if not command:
             raise HttpError(400, "missing command")
-        if not _implements(self.provider, "run_in_container"):
-            raise self._missing("run_in_container")
+        self._require("run_in_container")
         await self._check_pod(p["namespace"], p["pod"])
 
-        async def run(io: Any) -> int | None:
+        async def run(io: ContainerIO) -> int | None:
             return await self.provider.run_in_container(
                 p["namespace"], p["pod"], p["container"], command, io
             )
@@ -159,11 +153,10 @@ class KubeletApi:
 
     async def attach(self, request: Request, responder: Responder) -> None:
         p = request.params
-        if not _implements(self.provider, "attach_to_container"):
-            raise self._missing("attach_to_container")
+        self._require("attach_to_container")
         await self._check_pod(p["namespace"], p["pod"])
 
-        async def run(io: Any) -> int | None:
+        async def run(io: ContainerIO) -> int | None:
             return await self.provider.attach_to_container(
                 p["namespace"], p["pod"], p["container"], io
             )
@@ -174,20 +167,15 @@ class KubeletApi:
 
     async def port_forward(self, request: Request, responder: Responder) -> None:
         p = request.params
-        if not _implements(self.provider, "port_forward"):
-            raise self._missing("port_forward")
+        self._require("port_forward")
         await self._check_pod(p["namespace"], p["pod"])
 
-        async def forward(port: int, stream: Any) -> None:
+        async def forward(port: int, stream: DuplexStream) -> None:
             await self.provider.port_forward(p["namespace"], p["pod"], port, stream)
 
         await serve_port_forward(
             request, responder, forward, self.stream_creation_timeout, self.stream_idle_timeout
         )
-
-
-def _implements(provider: Provider, method: str) -> bool:
-    return getattr(type(provider), method) is not getattr(Provider, method)
 
 
 def _only_cpu_and_memory(summary: dict[str, Any]) -> dict[str, Any]:

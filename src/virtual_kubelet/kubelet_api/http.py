@@ -2,8 +2,10 @@
 connection, routing, authn/authz in front of every route, chunked streaming and protocol upgrades.
 
 Handlers never see sockets: they answer through a `Responder`, or take the raw connection after a
-`101 Switching Protocols` for SPDY or WebSocket. Malformed or oversized requests get a 4xx and a
-closed connection; nothing a client sends can crash the server or leak a task.
+`101 Switching Protocols` for SPDY or WebSocket. What a handler raises becomes the answer in one
+place, `_dispatch`: `HttpError` as given, anything else (provider errors included) through
+`provider_errors.provider_failure`. Malformed or oversized requests get a 4xx and a closed
+connection; nothing a client sends can crash the server or leak a task.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import h11
 
 from ..metrics import KUBELET_API_CONNECTIONS, KUBELET_API_REQUESTS
 from .auth import Authenticator, AuthError, Authorizer, User
+from .provider_errors import provider_failure
 
 log = logging.getLogger(__name__)
 
@@ -337,9 +340,11 @@ class KubeletHttpServer:
             await self._error(responder, 500, "authentication or authorization failed")
         except (ConnectionError, asyncio.CancelledError):
             raise
-        except Exception:
-            log.exception("kubelet API handler %s %s failed", request.method, request.path)
-            await self._error(responder, 500, "internal error")
+        except Exception as exc:
+            failure = provider_failure(exc)
+            if failure.unexpected:
+                log.exception("kubelet API handler %s %s failed", request.method, request.path)
+            await self._error(responder, failure.status, failure.message)
         finally:
             route = request.path.lstrip("/").split("/", 1)[0] or "/"
             if route not in _ROUTES:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..kube.client import KubeClient
-from ..providers.base import Provider
+from ..sdk import Provider
 from .api import KubeletApi
 from .auth import Authenticator, Authorizer
 from .certs import (

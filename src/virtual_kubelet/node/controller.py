@@ -20,7 +20,7 @@ from ..kube.errors import ApiError
 from ..kube.objects import deep_copy
 from ..kube.reflector import CallbackHandler, Reflector
 from ..kube.timefmt import rfc3339
-from ..providers.base import Provider, implements
+from ..sdk import Capabilities, Provider
 from .health import ProviderHealth
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class NodeController:
             field_selector=f"metadata.name={self.settings.name}",
             handler=CallbackHandler(on_delete=lambda _: self._deleted.set()),
         )
-        if implements(self.provider, "notify_node_status"):
+        if "notify_node_status" in Capabilities.of(self.provider):
             self.provider.notify_node_status(self._on_provider_node)
         async with asyncio.TaskGroup() as group:
             group.create_task(watcher.run())

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from ...errors import InvalidInput, NotFound
 from ...streams import CallbackOutput, ContainerIO, QueueInput, ResizeQueue
 from ..http import Request, Responder
+from ..provider_errors import provider_failure
 from . import channels, websocket
 from .remotecommand import (
     ResizeDecoder,
@@ -72,15 +72,15 @@ async def _run_provider(
 ) -> tuple[int | None, BaseException | None]:
     try:
         return await run(io), None
-    except (NotFound, InvalidInput) as exc:
-        return None, exc
-    except NotImplementedError:
-        return None, RuntimeError("not implemented by the provider")
     except (BrokenPipeError, ConnectionError):
         return None, None  # the client went away
     except Exception as exc:
-        log.exception("provider exec/attach failed")
-        return None, RuntimeError(type(exc).__name__)
+        # The 101 is long sent: the status the dispatcher would answer with goes into the Status
+        # on the error stream instead, with the same message.
+        failure = provider_failure(exc)
+        if failure.unexpected:
+            log.exception("provider exec/attach failed")
+        return None, RuntimeError(failure.message)
 
 
 async def _spdy_remote_command(
