@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from virtual_kubelet.devcluster import wait_until
 from virtual_kubelet.kube import credentials as credentials_module
 from virtual_kubelet.kube.client import KubeClient
 from virtual_kubelet.kube.config import ClientConfig, ExecPlugin
@@ -57,20 +58,21 @@ def _runs(tmp_path: Path) -> int:
 
 
 def test_plugin_runs_off_the_event_loop(tmp_path: Path) -> None:
-    """The plugin waits for a file that only the event loop creates: a plugin run on the loop
-    would never see it."""
+    """Once running, the plugin waits for a file that only the event loop creates: a plugin run
+    that blocked the loop would give up after 10 s and fail."""
     release = tmp_path / "release"
     config = _plugin(
         tmp_path,
-        f"while [ ! -e {release} ]; do sleep 0.02; done\necho '{_credential('tok')}'",
+        f"for i in $(seq 500); do [ -e {release} ] && break; sleep 0.02; done\n"
+        f"[ -e {release} ]\necho '{_credential('tok')}'",
     )
 
     async def scenario() -> str | None:
         creds = Credentials(config)
         pending = asyncio.create_task(creds.bearer_token())
-        await asyncio.sleep(0)  # let the request start the plugin
-        release.touch()  # runs only if the loop is free while the plugin runs
         async with asyncio.timeout(20):
+            await asyncio.to_thread(wait_until, lambda: _runs(tmp_path), 10, "the plugin to run")
+            release.touch()
             return await pending
 
     assert asyncio.run(scenario()) == "tok"

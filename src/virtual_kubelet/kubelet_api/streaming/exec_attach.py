@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ...streams import CallbackOutput, ContainerIO, QueueInput, ResizeQueue
 from ..http import Request, Responder
@@ -36,7 +37,7 @@ REMOTE_COMMAND_SPDY = (
     "channel.k8s.io",
 )
 
-RunCommand = Callable[[ContainerIO], Awaitable[int | None]]
+RunCommand = Callable[[ContainerIO], Coroutine[Any, Any, int | None]]
 
 
 async def serve_remote_command(
@@ -60,18 +61,33 @@ async def serve_remote_command(
             ("X-Stream-Protocol-Version", protocol),
         ]
     )
-    conn = SpdyConnection(upgraded, idle_timeout)
-    try:
+    async with SpdyConnection(upgraded, idle_timeout) as conn:
         await _spdy_remote_command(conn, protocol, options, run, command, creation_timeout)
-    finally:
-        await conn.close()
 
 
 async def _run_provider(
-    run: RunCommand, io: ContainerIO
+    run: RunCommand, io: ContainerIO, client_gone: asyncio.Event
 ) -> tuple[int | None, BaseException | None]:
+    """The provider's exit code or error, (None, None) if the client went away first.
+
+    The call is cancelled when the client disconnects: an exec that neither reads stdin nor
+    writes output would otherwise never notice and outlive its client (the kubelet's runtime
+    does the same when the stream's context ends)."""
+    call = asyncio.create_task(run(io), name="provider exec/attach")
+    disconnect = asyncio.create_task(client_gone.wait(), name="exec/attach disconnect watch")
     try:
-        return await run(io), None
+        await asyncio.wait([call, disconnect], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Still running: the client is gone (or this session is being cancelled). Either way the
+        # provider's call ends here, and its clean-up finishes before the session does.
+        for task in (disconnect, call):
+            task.cancel()
+        await asyncio.gather(disconnect, call, return_exceptions=True)
+    if call.cancelled():
+        log.debug("exec/attach: the client disconnected; the provider's call was cancelled")
+        return None, None
+    try:
+        return call.result(), None
     except (BrokenPipeError, ConnectionError):
         return None, None  # the client went away
     except Exception as exc:
@@ -133,9 +149,11 @@ async def _spdy_remote_command(
         tty=options.tty,
         resize=resize,
     )
-    exit_code, error = await _run_provider(run, io)
+    exit_code, error = await _run_provider(run, io, conn.closed)
     if resize_task is not None:
         resize_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resize_task
     for kind in ("stdout", "stderr"):
         if kind in streams:
             await conn.end(streams[kind])
@@ -184,6 +202,7 @@ async def _ws_remote_command(
         channels.STDOUT if options.stdout else channels.STDERR if options.stderr else channels.ERROR
     )
     await ws.send(first, b"")
+    client_gone = asyncio.Event()
 
     async def pump() -> None:
         decoder = ResizeDecoder()
@@ -196,6 +215,7 @@ async def _ws_remote_command(
                     for size in decoder.feed(payload):
                         resize.put(size)
         finally:
+            client_gone.set()
             if stdin is not None:
                 stdin.feed_eof()
             if resize is not None:
@@ -203,7 +223,7 @@ async def _ws_remote_command(
 
     reader = asyncio.create_task(pump())
     try:
-        exit_code, error = await _run_provider(run, io)
+        exit_code, error = await _run_provider(run, io, client_gone)
         payload = error_stream_payload(ws.framing.v4, status(exit_code, error, command))
         with contextlib.suppress(BrokenPipeError, ConnectionError, OSError):
             if payload:

@@ -43,11 +43,8 @@ async def serve_port_forward(
             ("X-Stream-Protocol-Version", "portforward.k8s.io"),
         ]
     )
-    conn = SpdyConnection(upgraded, idle_timeout)
-    try:
+    async with SpdyConnection(upgraded, idle_timeout) as conn:
         await _spdy_port_forward(conn, forward, creation_timeout)
-    finally:
-        await conn.close()
 
 
 def _port(value: str | None) -> int | None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from ...streams import CallbackOutput, QueueInput
 from ..http import HttpError, Request, Upgraded
 from .spdy import (
     DataReceived,
+    Event,
     GoAwayReceived,
     ProtocolError,
     SpdySession,
@@ -45,7 +45,12 @@ def negotiate_spdy(request: Request, supported: tuple[str, ...]) -> str:
 
 
 class SpdyConnection:
-    """Runs a SpdySession over an upgraded socket: one reader task, serialised writes."""
+    """Runs a SpdySession over an upgraded socket: one reader task, serialised writes.
+
+    Use it as `async with SpdyConnection(upgraded, idle_timeout) as conn:`; the reader task lives
+    exactly as long as the block, and leaving the block sends GOAWAY and closes the socket.
+    `closed` is set once the client is gone (end of stream, reset, protocol error, idle timeout).
+    """
 
     def __init__(self, upgraded: Upgraded, idle_timeout: float) -> None:
         self.reader, self.writer = upgraded.reader, upgraded.writer
@@ -56,7 +61,22 @@ class SpdyConnection:
         self.closed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._buffered = upgraded.buffered
-        self._task = asyncio.create_task(self._read())
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SpdyConnection:
+        self._reader_task = asyncio.create_task(self._read(), name="SPDY reader")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.session.goaway()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.flush()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        with contextlib.suppress(Exception):
+            self.writer.close()
 
     def input_for(self, stream_id: int) -> QueueInput:
         return self.inputs.setdefault(stream_id, QueueInput())
@@ -86,7 +106,7 @@ class SpdyConnection:
                 stream_input.feed_eof()
             self.opened.put_nowait(None)
 
-    def _dispatch(self, events: list[Any]) -> None:
+    def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, StreamOpened):
                 if event.fin:
@@ -122,13 +142,3 @@ class SpdyConnection:
 
     def output(self, stream_id: int) -> CallbackOutput:
         return CallbackOutput(lambda data: self.send(stream_id, data), lambda: self.end(stream_id))
-
-    async def close(self) -> None:
-        self.session.goaway()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        with contextlib.suppress(Exception):
-            self.writer.close()
