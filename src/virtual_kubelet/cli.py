@@ -17,11 +17,10 @@ import click
 
 from . import __version__
 from .agent import Agent, AgentSettings, StartupError
-from .devcluster.cli import devcluster
 from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
 from .providers import registry
-from .providers.configfile import ProviderConfigError
+from .sdk import ProviderConfigError
 
 log = logging.getLogger("virtual_kubelet")
 
@@ -81,7 +80,23 @@ def _default_state_dir(node: str) -> Path:
     return Path(base) / "virtual-kubelet" / node
 
 
+class _AgentCommands(click.Group):
+    """The agent's commands, plus `devcluster`, which is imported only when it is used: the dev
+    tooling is no part of the agent (see the import contracts in .importlinter)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "devcluster"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "devcluster":
+            from .devcluster.cli import devcluster
+
+            return devcluster
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=_AgentCommands,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Environment: KUBECONFIG, DEFAULT_NODE_NAME, KUBELET_PORT (kubelet API port to "
@@ -421,6 +436,3 @@ def providers(name: str | None) -> None:
         names = {name: names[name]}
     for provider_name, target in sorted(names.items()):
         click.echo(f"{provider_name:<12} {registry.describe(provider_name)}  [{target}]")
-
-
-main.add_command(devcluster)
