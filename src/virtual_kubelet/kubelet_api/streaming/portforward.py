@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from ...streams import CallbackOutput, Pipe, QueueInput
+from ...streams import CallbackOutput, DuplexStream, Pipe, QueueInput
 from ..http import HttpError, Request, Responder
 from . import channels, websocket
 from .spdy_driver import SpdyConnection, negotiate_spdy
 
 PORT_FORWARD_SPDY = ("portforward.k8s.io",)
 
-Forward = Callable[[int, Any], Awaitable[None]]
+Forward = Callable[[int, DuplexStream], Awaitable[None]]
 
 
 async def serve_port_forward(
