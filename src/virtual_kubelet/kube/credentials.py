@@ -61,7 +61,7 @@ class Credentials:
         self._refresh: asyncio.Task[_Token] | None = None
         self._retry_at = 0.0
         self._file_read_at: float | None = None
-        self._file_lock: asyncio.Lock | None = None
+        self._file_lock = asyncio.Lock()  # one read of the token file at a time
 
     async def bearer_token(self) -> str | None:
         """The token to send now (None: send none). Raises CredentialError."""
@@ -193,8 +193,6 @@ class Credentials:
     async def _file_token(self, path: Path) -> str | None:
         if self._fresh_file_token():
             return self._token.value if self._token else None
-        if self._file_lock is None:
-            self._file_lock = asyncio.Lock()
         async with self._file_lock:
             if self._fresh_file_token():  # another request read it while this one waited
                 return self._token.value if self._token else None
