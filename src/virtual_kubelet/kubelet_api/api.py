@@ -72,7 +72,7 @@ class KubeletApi:
         await responder.respond(200, orjson.dumps(body), JSON)
 
     async def running_pods(self, request: Request, responder: Responder) -> None:
-        items = await self.provider.list_pods()
+        items = [_running_pod(pod) for pod in await self.provider.list_pods()]
         body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         await responder.respond(200, orjson.dumps(body), JSON)
 
@@ -197,3 +197,19 @@ def _only_cpu_and_memory(summary: dict[str, Any]) -> dict[str, Any]:
             }
         )
     return {"node": node, "pods": pods}
+
+
+def _running_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the kubelet's `/runningpods` tells about a pod: its identity and its containers'
+    names and images. Never the provider's whole pod: that holds resolved env values, Secrets
+    among them, and `nodes/proxy` is granted more widely than Secret reads."""
+    meta = pod.get("metadata") or {}
+    containers = [
+        {"name": c.get("name", ""), "image": c.get("image", "")}
+        for c in (pod.get("spec") or {}).get("containers") or []
+    ]
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
+        "spec": {"containers": containers},
+        "status": {},
+    }

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..sdk import (
     AGENT_VERSION,
+    SPEC_HASH_ANNOTATION,
     Capabilities,
     ContainerIO,
     DuplexStream,
@@ -182,6 +183,11 @@ class MockProvider(Provider):
         tmp.write_text(
             "".join(json.dumps({"op": "put", "pod": p}) + "\n" for p in self._pods.values())
         )
+        for pod in self._pods.values():
+            if _had_env_values(pod):
+                # The journal keeps env names only (values may be Secrets): a stale spec hash
+                # makes the agent send the pod again with its env resolved (update_pod).
+                pod["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = ENV_AT_REST
         tmp.replace(self._journal_path)
         self._journal = self._journal_path.open("a", buffering=1)
         loop = asyncio.get_running_loop()
@@ -202,7 +208,10 @@ class MockProvider(Provider):
 
     def _record(self, op: str, key: str, pod: Pod | None = None) -> None:
         if self._journal is not None:
-            entry = {"op": "put", "pod": pod} if op == "put" else {"op": "del", "key": key}
+            if op == "put" and pod is not None:
+                entry = {"op": "put", "pod": _at_rest(pod)}
+            else:
+                entry = {"op": "del", "key": key}
             self._journal.write(json.dumps(entry) + "\n")
 
     # --- pods -------------------------------------------------------------------------------------
@@ -315,6 +324,7 @@ class MockProvider(Provider):
         current.clear()
         current.update(deep_copy(pod))
         current["status"] = status
+        self.runtime.update_env(pod)  # e.g. env values coming back after a restart
         self._changed(key)
 
     async def delete_pod(self, pod: Pod) -> None:
@@ -529,3 +539,32 @@ def _terminated(
             }
         },
     }
+
+
+#: The spec hash a pod reloaded from the journal reports while its env values are missing.
+ENV_AT_REST = "env-values-not-persisted"
+#: Marks a journaled pod whose env values were blanked (never sent to the API server).
+_ENV_BLANKED = ANNOTATION + "env-values-blanked"
+
+
+def _at_rest(pod: Pod) -> Pod:
+    """The pod as the journal keeps it: env values blanked, since the agent resolved them and
+    they may come from Secrets, which must never reach a disk."""
+    containers = [
+        *(pod.get("spec", {}).get("initContainers") or []),
+        *(pod.get("spec", {}).get("containers") or []),
+    ]
+    if not any(c.get("env") for c in containers):
+        return pod
+    stored: Pod = deep_copy(pod)
+    for kind in ("initContainers", "containers"):
+        for container in stored.get("spec", {}).get(kind) or []:
+            if container.get("env"):
+                container["env"] = [{"name": e["name"], "value": ""} for e in container["env"]]
+    stored["metadata"].setdefault("annotations", {})[_ENV_BLANKED] = "true"
+    return stored
+
+
+def _had_env_values(pod: Pod) -> bool:
+    """Whether `pod` was journaled with its env values blanked (the marker is removed)."""
+    return (pod.get("metadata", {}).get("annotations") or {}).pop(_ENV_BLANKED, None) is not None

@@ -117,6 +117,15 @@ class MockRuntime:
                     container.ticker = asyncio.create_task(_tick(container, float(every)))
             self.containers[(key, spec["name"])] = container
 
+    def update_env(self, pod: dict[str, Any]) -> None:
+        """Give running containers the env of `pod` (what `kubectl exec -- env` shows)."""
+        meta = pod["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        for spec in pod["spec"]["containers"]:
+            container = self.containers.get((key, spec["name"]))
+            if container is not None:
+                container.env = {e["name"]: e.get("value", "") for e in spec.get("env") or []}
+
     def finish_pod(self, key: str) -> None:
         """Its containers exited: logs stay readable, exec no longer works."""
         for (pod_key, _), container in self.containers.items():
