@@ -242,7 +242,7 @@ def test_pods_get_namespaces_of_their_own_on_the_same_port(tmp_path: Path) -> No
         assert on_host["status"]["podIP"] == "127.0.0.1"
         assert not _netns_exists(names_for(host["metadata"]["uid"])[0])
 
-        if h.provider.bind:
+        if h.provider.host.bind_mounts:
             # Private mount namespaces hold no copies of /var/run/netns/*: such a copy would keep
             # another pod's namespace alive after that pod is gone.
             pid = h.run_file(pods[1])["pid"]
@@ -345,8 +345,8 @@ def test_restarted_agent_keeps_the_pods_address(tmp_path: Path) -> None:
                 await other.provider.start()
             assert "network: pod is not possible" in str(err.value)
             assert ("in use by another" if not clash else "overlaps") in str(err.value)
-        assert harness.provider.bridge is not None
-        harness.provider.bridge.close()  # the lock of the "dead" agent goes with it
+        assert harness.provider.addresses.bridge is not None
+        harness.provider.addresses.bridge.close()  # the lock of the "dead" agent goes with it
 
     async def second_agent() -> None:
         harness = Harness(tmp_path, config)

@@ -495,7 +495,8 @@ def test_delete_runs_prestop_then_sigterm_then_sigkill_after_grace(tmp_path: Pat
         assert final["status"]["phase"] == "Failed"
         terminated = status_of(final)["state"]["terminated"]
         assert terminated["exitCode"] == 137
-        assert not pod_dir.exists()
+        # Its files go right after the final status (in a thread: poll, do not race it).
+        await until(lambda: not pod_dir.exists())
         with pytest.raises(NotFound):
             await h.provider.delete_pod(deleting)
         assert await h.provider.list_pods() == []

@@ -296,7 +296,7 @@ def test_volume_mounts_are_bind_mounted(tmp_path: Path) -> None:
     message = tmp_path / "mnt" / "termination-log"
 
     async def body(h: Harness) -> None:
-        if not h.provider.bind:
+        if not h.provider.host.bind_mounts:
             pytest.skip("this host does not allow private mount namespaces")
         pod = make_pod(
             "mounts",
@@ -336,7 +336,7 @@ def test_memory_limit_goes_into_a_cgroup(tmp_path: Path) -> None:
     parent = f"vk-unit-{uuid.uuid4().hex[:8]}"
 
     async def body(h: Harness) -> None:
-        cgroups = h.provider.cgroups
+        cgroups = h.provider.host.cgroups
         if cgroups is None or "memory" not in cgroups.bases:
             pytest.skip("no writable cgroup v1 memory hierarchy")
         limits = {"limits": {"memory": "64Mi", "cpu": "500m"}}

@@ -35,6 +35,7 @@ from typing import Any
 
 from ...pods.env import expand, expand_command
 from .config import ProcessConfig
+from .shim_protocol import BindMount
 from .state import Layout
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -155,7 +156,7 @@ class Launch:
     env: dict[str, str]
     cwd: str
     #: Bind mounts for the shim (None: no mount namespace, env mode).
-    mounts: list[dict[str, Any]] | None
+    mounts: list[BindMount] | None
     #: Host path of the termination-message file the agent reads after the run.
     termination_path: Path
     #: Directories the volumes of this container live in (for probes and messages).
@@ -261,7 +262,7 @@ def build(
     env.update(given)
 
     volumes = {str(v.get("name")): v for v in spec.get("volumes") or [] if isinstance(v, dict)}
-    mounts: list[dict[str, Any]] = []
+    mounts: list[BindMount] = []
     sources: list[tuple[str, Path]] = []
     volume_paths: dict[str, str] = {}
     for mount in container.get("volumeMounts") or []:
@@ -299,11 +300,16 @@ def build(
                 raise LaunchError(f"subPath {shown!r} points outside volume {volume_name!r}")
             source = resolved
         is_file = source.exists() and not stat.S_ISDIR(source.stat().st_mode)
-        read_only = bool(mount.get("readOnly"))
-        entry = {"source": str(source), "target": target, "read_only": read_only, "file": is_file}
-        if mount.get("subPathExpr"):
-            entry["shown"] = str(base / shown)  # for messages: the source as written
-        mounts.append(entry)
+        mounts.append(
+            BindMount(
+                source=str(source),
+                target=target,
+                read_only=bool(mount.get("readOnly")),
+                file=is_file,
+                # For messages: the source as written (the expanded one may be a secret).
+                shown=str(base / shown) if mount.get("subPathExpr") else None,
+            )
+        )
         sources.append((target, source))
         volume_paths[volume_name] = str(base)
         env[volume_env_name(target)] = target if bind else str(source)
@@ -315,15 +321,7 @@ def build(
         target, source = max(under, key=lambda pair: len(pair[0]))
         termination = source / os.path.relpath(wanted, target) if wanted != target else source
     elif bind:
-        mounts.append(
-            {
-                "source": str(termination),
-                "target": wanted,
-                "read_only": False,
-                "file": True,
-                "optional": True,
-            }
-        )
+        mounts.append(BindMount(source=str(termination), target=wanted, file=True, optional=True))
     env["VK_TERMINATION_MESSAGE_PATH"] = str(termination)
 
     working_dir = str(container.get("workingDir") or "")

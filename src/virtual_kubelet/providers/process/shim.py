@@ -24,7 +24,8 @@ an fd passed by the agent), cgroups and limits; with `--tty` its stdin must be a
 
 SPEC.json lies in the state directory; the parts that carry or derive from env values (argv, env,
 mounts) are in the file its `launch_path` names, in memory-backed storage (see state.py), and are
-merged in when the shim starts: nothing secret on a disk, nothing secret on a command line.
+read when the shim starts: nothing secret on a disk, nothing secret on a command line. The files
+the shim reads and writes are the records of `shim_protocol.py`.
 
 This program must not depend on the agent while it runs: no pipes or sockets to it, no imports
 beyond the standard library (it starts quickly and keeps working whatever happens to the agent),
@@ -38,7 +39,6 @@ import ctypes
 import errno
 import fcntl
 import functools
-import json
 import os
 import re
 import resource
@@ -49,6 +49,21 @@ import termios
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+
+from .shim_protocol import (
+    START_ERROR_CODE,
+    BindMount,
+    ExitRecord,
+    LaunchSpec,
+    LaunchUnavailable,
+    RunState,
+    ShimSpec,
+    alive,
+    start_ticks,
+    write_record,
+)
+
+__all__ = ["START_ERROR_CODE", "alive", "enter_network_namespace", "main", "start_ticks"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -64,60 +79,21 @@ PR_SET_PDEATHSIG = 1
 MAX_LINE = 16 * 1024
 #: After the command exited, how long output from processes that escaped its group may drain.
 DRAIN_SECONDS = 2.0
-#: The exit code reported when the command could not be started (what runc uses).
-START_ERROR_CODE = 128
 
 
 class StartError(Exception):
     """The container's command could not be started; the message is shown to the user."""
 
 
-# --- small helpers (shared with the agent, which imports this module) ----------------------------
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None
-    if it does not exist or is a zombie. Together with the pid it identifies a process."""
+def load(spec_path: Path) -> tuple[ShimSpec, LaunchSpec]:
+    """The run's spec (state directory) and the launch it names (argv, env and mounts, kept in
+    memory-backed storage because env values may be secrets). Raises StartError if the launch
+    file is gone (a reboot emptied the memory-backed storage)."""
+    spec = ShimSpec.load(spec_path)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, ticks: int | None) -> bool:
-    """Whether process `pid` still is the one that started at `ticks` (pid reuse safe)."""
-    return bool(pid) and ticks is not None and start_ticks(int(pid or 0)) == ticks
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically replace `path` (readers see the old or the new file, never half of one)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(temporary, path)
-
-
-def load_spec(spec_path: Path) -> dict[str, Any]:
-    """The run's spec: spec.<run>.json (state directory) with its `launch_path` file merged in
-    (argv, env and mounts, kept in memory-backed storage because env values may be secrets).
-    Raises StartError if the launch file is gone (a reboot emptied the memory-backed storage)."""
-    spec: dict[str, Any] = json.loads(spec_path.read_text())
-    launch = spec.get("launch_path")
-    if launch:
-        try:
-            spec.update(json.loads(Path(str(launch)).read_text()))
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "unreadable"
-            raise StartError(
-                f"cannot read the container's launch file {launch}: {reason}"
-            ) from None
-    return spec
+        return spec, spec.load_launch()
+    except LaunchUnavailable as exc:
+        raise StartError(str(exc)) from None
 
 
 def rfc3339nano(ns: int | None = None) -> bytes:
@@ -197,25 +173,25 @@ def hide_network_namespaces(libc: ctypes.CDLL) -> None:
                 libc.umount2(point.encode(), MNT_DETACH)
 
 
-def bind_mounts(libc: ctypes.CDLL, mounts: list[dict[str, Any]]) -> None:
+def bind_mounts(libc: ctypes.CDLL, mounts: list[BindMount]) -> None:
     """Bind each source at its target (missing targets are created: a directory, or an empty file
     for a file source) and remount read-only where asked. Parents come before children."""
-    for entry in sorted(mounts, key=lambda m: str(m["target"]).count("/")):
-        source, target = str(entry["source"]), str(entry["target"])
-        shown = str(entry.get("shown") or source)  # a subPathExpr as written, not expanded
+    for entry in sorted(mounts, key=lambda m: m.target.count("/")):
+        source, target = entry.source, entry.target
+        shown = entry.shown or source  # a subPathExpr as written, not expanded
         try:
-            if entry.get("file"):
+            if entry.file:
                 os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
                 if not os.path.lexists(target):
                     os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
             else:
                 os.makedirs(target, exist_ok=True)
             _mount(libc, source, target, MS_BIND | MS_REC)
-            if entry.get("read_only"):
+            if entry.read_only:
                 _mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
         except OSError as exc:
             message = f"error mounting {shown!r} to rootfs at {target!r}: {exc.strerror or exc}"
-            if entry.get("optional"):
+            if entry.optional:
                 print(f"shim: {message} (skipped)", file=sys.stderr)
                 continue
             raise StartError(message) from None
@@ -426,10 +402,9 @@ class _Stdin:
             self.target = -1
 
 
-def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
+def _spawn(spec: ShimSpec, launch: LaunchSpec, stdio: tuple[int, int, int]) -> int:
     """Fork and exec the container's command; raise StartError if it could not be started."""
-    argv: list[str] = list(spec["argv"])
-    env: dict[str, str] = dict(spec["env"])
+    argv, env = list(launch.argv), dict(launch.env)
     error_read, error_write = os.pipe()  # close-on-exec: EOF without data means exec succeeded
     shim = os.getpid()
     _libc()  # loaded before the fork: the child only calls into it
@@ -443,15 +418,15 @@ def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
             if os.getppid() != shim:
                 os._exit(START_ERROR_CODE)
             os.setsid()
-            _join_cgroups(list(spec.get("cgroups") or []))
-            _lower_rlimits(dict(spec.get("rlimits") or {}))
+            _join_cgroups(spec.cgroups)
+            _lower_rlimits(spec.rlimits)
             for target, source in enumerate(stdio):
                 os.dup2(source, target)
-            if tty:
+            if spec.tty:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            _chdir(str(spec["cwd"]))
-            if spec.get("user"):
-                switch_user(spec["user"])
+            _chdir(spec.cwd)
+            if spec.user:
+                switch_user(spec.user)
                 # Changing credentials cleared the parent-death signal: set it again.
                 _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() != shim:
@@ -463,7 +438,7 @@ def _spawn(spec: dict[str, Any], stdio: tuple[int, int, int], tty: bool) -> int:
                 os.execvpe(argv[0], argv, env)
             except OSError as exc:
                 # As written in the pod, not expanded: $(VAR) may be a secret.
-                shown = str(spec.get("shown_argv0") or argv[0])
+                shown = spec.shown_argv0 or argv[0]
                 raise StartError(exec_error(argv[0], exc, shown)[1]) from None
         except BaseException as exc:
             message = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
@@ -495,13 +470,13 @@ def _oom_kills(cgroups: list[str]) -> int:
 
 
 def run(spec_path: Path) -> NoReturn:
-    spec: dict[str, Any] = json.loads(spec_path.read_text())
-    state_path, exit_path = Path(spec["state_path"]), Path(spec["exit_path"])
+    spec = ShimSpec.load(spec_path)
+    launch: LaunchSpec | None = None
     launch_error: StartError | None = None
     try:
-        spec = load_spec(spec_path)
-    except StartError as exc:
-        launch_error = exc  # reported through the exit record, as any start failure
+        launch = spec.load_launch()
+    except LaunchUnavailable as exc:
+        launch_error = StartError(str(exc))  # reported through the exit record, as any failure
     ready_read, ready_write = os.pipe()
     if os.fork() != 0:
         # First stage: the agent waits for us; we exit once the daemon started the command.
@@ -516,29 +491,29 @@ def run(spec_path: Path) -> NoReturn:
     try:
         if launch_error is not None:
             raise launch_error
-        if spec.get("netns"):
+        assert launch is not None
+        if spec.netns:
             try:
-                enter_network_namespace(str(spec["netns"]))
+                enter_network_namespace(spec.netns)
             except OSError as exc:
                 raise StartError(
-                    f"cannot enter the pod's network namespace {spec['netns']}: "
-                    f"{exc.strerror or exc}"
+                    f"cannot enter the pod's network namespace {spec.netns}: {exc.strerror or exc}"
                 ) from None
-        if spec.get("mounts") is not None:
+        if launch.mounts is not None:
             libc = _libc()
             try:
                 enter_private_mount_namespace(libc)
             except OSError as exc:
                 raise StartError(f"cannot create a mount namespace: {exc.strerror}") from None
-            if spec.get("hide_netns"):
+            if spec.hide_netns:
                 hide_network_namespaces(libc)
-            bind_mounts(libc, list(spec["mounts"]))
-        log = LogWriter(Path(spec["log_path"]), int(spec["log_max_bytes"]))
-        fifo = spec.get("stdin_fifo")
+            bind_mounts(libc, launch.mounts)
+        log = LogWriter(Path(spec.log_path), spec.log_max_bytes)
+        fifo = spec.stdin_fifo
         if fifo and not os.path.exists(fifo):
             os.mkfifo(fifo, 0o600)
         stdin_target = -1
-        if spec.get("tty"):
+        if spec.tty:
             master, slave = os.openpty()
             stdio = (slave, slave, slave)
             outputs = {master: "stdout"}
@@ -553,63 +528,53 @@ def run(spec_path: Path) -> NoReturn:
                 stdin_read = os.open(os.devnull, os.O_RDONLY)
             stdio = (stdin_read, out_write, err_write)
             outputs = {out_read: "stdout", err_read: "stderr"}
-        oom_before = _oom_kills(list(spec.get("cgroups") or []))
+        oom_before = _oom_kills(spec.cgroups)
         started = time.time()
-        pid = _spawn(spec, stdio, bool(spec.get("tty")))
+        pid = _spawn(spec, launch, stdio)
         for fd in set(stdio):
             os.close(fd)
     except (StartError, OSError) as exc:
         message = str(exc) if isinstance(exc, StartError) else f"shim: {exc}"
-        write_json(
-            exit_path,
-            {
-                "run": spec["run"],
-                "exit_code": START_ERROR_CODE,
-                "signal": None,
-                "started_at": started,
-                "finished_at": time.time(),
-                "error": message,
-                "oom_killed": False,
-            },
+        failed = ExitRecord(
+            run=spec.run,
+            exit_code=START_ERROR_CODE,
+            started_at=started,
+            finished_at=time.time(),
+            error=message,
         )
+        write_record(Path(spec.exit_path), failed)
         os.write(ready_write, b"1")
         os._exit(0)
-    write_json(
-        state_path,
-        {
-            "run": spec["run"],
-            "shim_pid": os.getpid(),
-            "shim_start": start_ticks(os.getpid()),
-            "pid": pid,
-            "pgid": pid,
-            "pid_start": start_ticks(pid),
-            "started_at": started,
-        },
+    state = RunState(
+        run=spec.run,
+        shim_pid=os.getpid(),
+        shim_start=start_ticks(os.getpid()),
+        pid=pid,
+        pgid=pid,
+        pid_start=start_ticks(pid),
+        started_at=started,
     )
+    write_record(Path(spec.state_path), state)
     os.write(ready_write, b"1")
     os.close(ready_write)
     status = _supervise(spec, pid, log, outputs, stdin_target)
     finished = time.time()
     code = os.waitstatus_to_exitcode(status)
     signum = -code if code < 0 else None
-    oom = _oom_kills(list(spec.get("cgroups") or [])) > oom_before
-    write_json(
-        exit_path,
-        {
-            "run": spec["run"],
-            "exit_code": 128 + signum if signum is not None else code,
-            "signal": signum,
-            "started_at": started,
-            "finished_at": finished,
-            "error": None,
-            "oom_killed": oom,
-        },
+    ended = ExitRecord(
+        run=spec.run,
+        exit_code=128 + signum if signum is not None else code,
+        signal=signum,
+        started_at=started,
+        finished_at=finished,
+        oom_killed=_oom_kills(spec.cgroups) > oom_before,
     )
+    write_record(Path(spec.exit_path), ended)
     os._exit(0)
 
 
 def _supervise(
-    spec: dict[str, Any],
+    spec: ShimSpec,
     pid: int,
     log: LogWriter,
     outputs: dict[int, str],
@@ -621,8 +586,8 @@ def _supervise(
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ, stream)
     feeder: _Stdin | None = None
-    if spec.get("stdin_fifo") and stdin_target >= 0:
-        feeder = _Stdin(str(spec["stdin_fifo"]), stdin_target, bool(spec.get("stdin_once")))
+    if spec.stdin_fifo and stdin_target >= 0:
+        feeder = _Stdin(spec.stdin_fifo, stdin_target, spec.stdin_once)
         feeder.open(selector)
     pidfd: int | None = None
     try:
@@ -686,13 +651,13 @@ def _supervise(
 
 def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[str]) -> NoReturn:
     try:
-        spec = load_spec(spec_path)
-    except StartError as exc:
+        spec, launch = load(spec_path)
+    except (StartError, OSError, ValueError, TypeError) as exc:
         sys.stderr.write(f"{exc}\n")
         os._exit(126)
-    if spec.get("netns"):
+    if spec.netns:
         try:
-            enter_network_namespace(str(spec["netns"]))
+            enter_network_namespace(spec.netns)
         except OSError as exc:
             sys.stderr.write(f"cannot enter the pod's network namespace: {exc.strerror or exc}\n")
             os._exit(126)
@@ -704,17 +669,17 @@ def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[
             sys.stderr.write(f"cannot enter the container's mount namespace: {exc.strerror}\n")
             os._exit(126)
         os.close(ns_fd)
-    _join_cgroups(list(spec.get("cgroups") or []))
-    _lower_rlimits(dict(spec.get("rlimits") or {}))
+    _join_cgroups(spec.cgroups)
+    _lower_rlimits(spec.rlimits)
     if tty:
         with contextlib.suppress(OSError):
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     try:
-        os.chdir(str(spec["cwd"]))
+        os.chdir(spec.cwd)
     except OSError:
         os.chdir("/")
     try:
-        switch_user(spec.get("user"))
+        switch_user(spec.user)
     except StartError as exc:
         sys.stderr.write(f"{exc}\n")
         os._exit(126)
@@ -723,7 +688,7 @@ def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[
         sys.stderr.write("exec: no command\n")
         os._exit(126)
     try:
-        os.execvpe(argv[0], argv, dict(spec["env"]))
+        os.execvpe(argv[0], argv, dict(launch.env))
     except OSError as exc:
         code, message = exec_error(argv[0], exc)
         sys.stderr.write(message + "\n")

@@ -27,6 +27,7 @@ Under `<state dir>/process/<pod uid>/` (directories 0700, files 0600):
     <container>/stdin             the stdin FIFO of containers with `stdin: true`
     <container>/work/             the default working directory
 
+The shim's own files (spec, launch, state and exit records) are typed in `shim_protocol.py`.
 Records are replaced atomically. This module only reads and writes files; it never starts or
 signals a process, and never logs a file's contents.
 """
@@ -44,30 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .shim import alive, write_json
+from .shim_protocol import LaunchSpec, read_json, write_json, write_record
 
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
-
-
-@dataclass
-class RunInfo:
-    """One started run of a container, as its shim recorded it."""
-
-    run: int
-    shim_pid: int
-    shim_start: int | None
-    pid: int
-    pgid: int
-    pid_start: int | None
-    started_at: float
-
-    def shim_alive(self) -> bool:
-        return alive(self.shim_pid, self.shim_start)
-
-    def container_alive(self) -> bool:
-        return alive(self.pid, self.pid_start)
 
 
 @dataclass
@@ -272,14 +254,14 @@ def save_env(layout: Layout, pod: dict[str, Any]) -> None:
     write_json(layout.env, {"containers": env})
 
 
-def save_launch(layout: Layout, name: str, run: int, launch: dict[str, Any]) -> Path:
+def save_launch(layout: Layout, name: str, run: int, launch: LaunchSpec) -> Path:
     """Keep what run `run` of container `name` executes (argv, env, mounts) in the memory-backed
     pods directory; its path, for the shim's spec."""
     path = layout.launch(name, run)
     if not path.parent.is_dir():  # emptied by a reboot since the pod was created
         layout.create_private()
         path.parent.mkdir(mode=0o700, exist_ok=True)
-    write_json(path, launch)
+    write_record(path, launch)
     return path
 
 
@@ -342,24 +324,6 @@ def load_all(root: Path, pods_dir: Path) -> list[tuple[Layout, PodRecord]]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("process provider: cannot read pod record %s: %s", path, exc)
     return found
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_run(layout: Layout, name: str, run: int) -> RunInfo | None:
-    data = read_json(layout.state(name, run))
-    if data is None:
-        return None
-    try:
-        return RunInfo(**_fields(RunInfo, data))
-    except TypeError:
-        return None
 
 
 def ensure_private(path: Path) -> None:
