@@ -484,7 +484,9 @@ def run(spec_path: Path) -> NoReturn:
         ok = os.read(ready_read, 1) == b"1"
         os._exit(0 if ok else 1)
     os.close(ready_read)
-    os.setsid()  # the daemon: its own session, no ties to the agent's
+    # The daemon stays in the first stage's session and process group (the agent started that
+    # one as a new session): no ties to the agent's, and an agent whose wait for the start timed
+    # out kills both stages with one killpg, before this daemon can start the container late.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     started = time.time()

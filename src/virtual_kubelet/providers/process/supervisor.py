@@ -4,8 +4,9 @@ for the exit, and restart per restartPolicy (see restarts.py).
 
 All state that matters is in the pod's record and the shims' files, so a restarted agent resumes
 where the old one stopped: `adopt` takes over the runs whose shims still live, and a run whose
-shim died meanwhile is accounted for from its files. Nothing here blocks the event loop on a
-process.
+shim died meanwhile is accounted for from its files. A container must never run twice: a shim
+that does not start its container in time is killed, with its whole session, before the next
+run. Nothing here blocks the event loop on a process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -54,7 +56,7 @@ from .status import phase as pod_phase
 
 log = logging.getLogger(__name__)
 
-#: A shim that has not started its container by then is considered failed.
+#: A shim that has not started its container by then is killed and the run counts as failed.
 SHIM_START_TIMEOUT = 60.0
 #: The kubelet's limit on termination messages read from the file.
 MAX_TERMINATION_MESSAGE = 4096
@@ -236,7 +238,14 @@ class Supervisor:
         try:
             with shim_log:
                 returncode = await self._run_shim(layout, name, run, shim_log)
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError:
+            message = (
+                f"the shim did not start the container within {SHIM_START_TIMEOUT:g} s and was "
+                f"killed (see {layout.shim_log(name)})"
+            )
+            self._start_failed(runtime, name, init, run, message, began)
+            return None
+        except OSError as exc:
             self._start_failed(runtime, name, init, run, f"cannot start the shim: {exc}", began)
             return None
         info = RunState.read(layout.state(name, run))
@@ -315,7 +324,9 @@ class Supervisor:
 
     async def _run_shim(self, layout: Layout, name: str, run: int, shim_log: IO[bytes]) -> int:
         """Start the shim of run `run` and wait until it started the container (or failed to);
-        its first stage's exit code; TimeoutError if that takes over SHIM_START_TIMEOUT."""
+        its first stage's exit code. If that takes over SHIM_START_TIMEOUT (TimeoutError), or
+        this task is cancelled, the shim is killed with its whole session first: a late start
+        would run the container next to its next run."""
         shim = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -328,8 +339,21 @@ class Supervisor:
             cwd=layout.container(name),
             start_new_session=True,
         )
-        async with asyncio.timeout(SHIM_START_TIMEOUT):
-            return await shim.wait()
+        try:
+            async with asyncio.timeout(SHIM_START_TIMEOUT):
+                return await shim.wait()
+        except BaseException:
+            # The first stage leads a session of its own whose only process group is its pid
+            # (the daemon stays in it; the container leaves it, but dies with the daemon, and
+            # its group is killed below if it got that far). Not reaped yet, so that pid cannot
+            # belong to anyone else.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(shim.pid, signal.SIGKILL)
+            started = RunState.read(layout.state(name, run))
+            if started is not None:
+                signal_group(started, signal.SIGKILL)
+            await shim.wait()
+            raise
 
     def _start_failed(
         self,
