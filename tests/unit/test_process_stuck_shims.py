@@ -1,16 +1,18 @@
 """The process provider with shims that misbehave (real processes, no cluster): a shim that does
 not start its container in time is killed before the next run, so the container never runs
-twice."""
+twice; a deletion whose shim never reports the exit gives up, kills it and stops supervising."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from virtual_kubelet.providers.process import supervisor
+from virtual_kubelet.providers.process import lifecycle, supervisor
+from virtual_kubelet.providers.process.shim_protocol import alive
 
 from .test_process_provider import Harness, make_pod, run_test, sh, status_of, until
 
@@ -59,5 +61,35 @@ def test_a_shim_that_does_not_start_its_container_in_time_is_killed_before_the_n
         await until(lambda: not shims_running(h.state_dir, "spec.1.json"))
         assert shims_running(h.state_dir, "spec.2.json")
         assert starts.read_text() == "started\n"
+
+    run_test(tmp_path, body)
+
+
+def test_a_deletion_whose_shim_never_reports_gives_up_kills_it_and_stops_supervising(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "TERMINATE_SLACK", 0.5)
+    pod = make_pod("stuck", [sh("exec sleep 30")], terminationGracePeriodSeconds=1)
+    uid = pod["metadata"]["uid"]
+
+    async def body(h: Harness) -> None:
+        await h.provider.create_pod(pod)
+        await h.running("stuck")
+        run = h.run_file(pod)
+        supervising = h.provider._pods[uid].task
+        assert supervising is not None
+        # A stuck shim: alive, but it will never write the container's exit record.
+        os.kill(run["shim_pid"], signal.SIGSTOP)
+        await h.provider.delete_pod(pod)
+        await until(lambda: uid not in h.provider._pods)
+        assert supervising.cancelled()
+        assert not alive(run["shim_pid"], run["shim_start"])
+        assert not alive(run["pid"], run["pid_start"])
+        final = h.pushed[-1]
+        assert final["metadata"]["uid"] == uid
+        assert final["status"]["phase"] == "Failed"
+        terminated = status_of(final)["state"]["terminated"]
+        assert (terminated["exitCode"], terminated["reason"]) == (137, "ContainerStatusUnknown")
+        assert await h.provider.get_pod("default", "stuck") is None
 
     run_test(tmp_path, body)

@@ -9,8 +9,10 @@ supervisor's job. Signals go only to processes whose start time still matches (R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -30,9 +32,13 @@ from .runtime import (
     wait_pid,
 )
 from .shim_protocol import RunState
-from .status import TERMINAL, containers_of
+from .status import TERMINAL, containers_of, timestamp
 
 log = logging.getLogger(__name__)
+
+#: How long past its deletion deadline a pod's supervisor may take to account for the exits
+#: before the deletion gives up on it (kills what is left and cancels the supervisor).
+TERMINATE_SLACK = 10.0
 
 #: How probes and hooks run a command in one container: (argv, timeout) -> (exit code, output).
 ExecFn = Callable[[list[str], float | None], Awaitable[tuple[int, bytes]]]
@@ -271,8 +277,8 @@ class Lifecycle:
     async def terminate(self, runtime: PodRuntime) -> None:
         """Graceful deletion up to the final status: no more starts, every container killed by
         the deletion deadline, their exits accounted for by the pod's supervisor (which is
-        forgotten if it has not finished 10 seconds past the deadline), and the pod's phase
-        settled. Forgetting the pod and removing its files is the caller's."""
+        cancelled if it has not finished TERMINATE_SLACK seconds past the deadline), and the
+        pod's phase settled. Forgetting the pod and removing its files is the caller's."""
         record = runtime.record
         runtime.halt()
         deadline = runtime.deletion_deadline()
@@ -280,10 +286,14 @@ class Lifecycle:
         if runtime.task is not None:
             try:
                 await asyncio.wait_for(
-                    asyncio.shield(runtime.task), max(deadline - time.time(), 0) + 10
+                    asyncio.shield(runtime.task), max(deadline - time.time(), 0) + TERMINATE_SLACK
                 )
             except TimeoutError:
-                log.warning("process provider: %s did not stop in time; forgetting it", record.key)
+                log.warning(
+                    "process provider: %s did not stop in time; killing what is left of it",
+                    record.key,
+                )
+                await self._give_up(runtime, runtime.task)
             except Exception:
                 log.exception("process provider: supervising %s failed", record.key)
         app = [record.containers[str(c["name"])] for c in containers_of(record.pod, "containers")]
@@ -297,6 +307,31 @@ class Lifecycle:
                 c.state == "terminated" and (c.terminated or {}).get("exitCode") != 0 for c in app
             )
             record.phase = "Failed" if failed else "Succeeded"
+
+    async def _give_up(self, runtime: PodRuntime, supervisor: asyncio.Task[None]) -> None:
+        """The supervisor still waits for exits its shims do not report (a shim stopped or
+        stuck): kill those shims and what is left of their containers, cancel the supervisor,
+        and report each such run as the kubelet reports a container it lost track of."""
+        for run in runtime.runs.values():
+            if run.shim_alive():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(run.shim_pid, signal.SIGKILL)
+            signal_group(run, signal.SIGKILL)
+        await finish([supervisor])
+        now = time.time()
+        for name, run in list(runtime.runs.items()):
+            container = runtime.record.containers[name]
+            container.state, container.reason, container.message = "terminated", "", ""
+            container.process = None
+            container.terminated = {
+                "exitCode": 137,
+                "reason": "ContainerStatusUnknown",
+                "message": "the container's shim did not report its exit in time after the "
+                "deletion; it was killed",
+                "startedAt": timestamp(run.started_at),
+                "finishedAt": timestamp(now),
+            }
+        runtime.runs.clear()
 
 
 def clean_up(runtime: PodRuntime, cgroups: Cgroups | None) -> None:
