@@ -36,8 +36,9 @@ from .metrics import count_pods_from, watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
 from .node.lease import LeaseController
-from .pods.controller import PodController, PodSettings
+from .pods.controller import PodController
 from .pods.resources import ResourceCache
+from .pods.settings import PodNode, PodSettings
 from .pods.volumes import PodVolumes
 from .providers import registry
 from .providers.base import ProviderContext
@@ -271,33 +272,32 @@ class Agent:
                 client,
                 provider,
                 events,
-                PodSettings(
-                    node_name=s.node_name,
-                    host_ips=[context.internal_ip],
-                    node_allocatable=allocatable,
-                    sync_workers=s.pod_sync_workers,
-                    retry_limit=s.retry_limit,
-                ),
+                PodSettings(sync_workers=s.pod_sync_workers, retry_limit=s.retry_limit),
+                PodNode(s.node_name, host_ips=[context.internal_ip], allocatable=allocatable),
                 resources,
                 volumes if provider.wants_volume_files() else None,
             )
-            count_pods_from(lambda: list(pods.pods.store.values()))
+            count_pods_from(pods.cached_pods)
+            # Every long-lived task of the agent, kept so that shutdown can cancel them all.
+            tasks: list[asyncio.Task[None]] = []
             async with asyncio.TaskGroup() as group:
-                group.create_task(supervise("events", events.run), name="events")
-                pacer = FullCollectionPacer()
-                group.create_task(supervise("gc pacing", pacer.run), name="gc pacing")
-                reflector = await pods.start(timeout=s.startup_timeout or 1e9)
+
+                def start(name: str, run: Callable[[], Awaitable[None]]) -> None:
+                    tasks.append(group.create_task(supervise(name, run), name=name))
+
+                start("events", events.run)
+                start("gc pacing", FullCollectionPacer().run)
+                start("pod reflector", pods.watch)
+                await pods.start(timeout=s.startup_timeout or 1e9)
                 await node.register()
                 log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
                 lease = LeaseController(
                     lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
                 )
-                loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-                    ("pods", pods.run),
-                    ("node", node.run),
-                    ("lease", lease.run),
-                    ("resync", lambda: self._resync(pods)),
-                ]
+                start("pods", pods.run)
+                start("node", node.run)
+                start("lease", lease.run)
+                start("resync", lambda: self._resync(pods))
                 if s.kubelet_api is not None and listener is not None:
                     api_settings = s.kubelet_api
                     if api_settings.client_ca is None and client.config.ca_data:
@@ -309,17 +309,15 @@ class Agent:
                         client,
                         provider,
                         ServingIdentity(s.node_name, (context.internal_ip,)),
-                        lambda: list(pods.pods.store.values()),
+                        pods.cached_pods,
                         context.state_dir / "pki",
                         listener,
                     )
-                    loops.append(("kubelet API", service.run))
-                for name, run in loops:
-                    group.create_task(supervise(name, run), name=name)
+                    start("kubelet API", service.run)
                 await stop.wait()
                 log.info("shutting down; pods keep running in the provider")
                 pods.shutdown()
-                for task in [reflector, *group_tasks(group)]:
+                for task in tasks:
                     task.cancel()
         finally:
             await provider.stop()
@@ -333,8 +331,7 @@ class Agent:
             return
         while True:
             await asyncio.sleep(self.settings.full_resync_period)
-            for key in list(pods.pods.store):
-                pods.sync_queue.add(key)
+            pods.resync_all()
 
     async def _start_metrics(self) -> web.AppRunner | None:
         if not self.settings.metrics_addr:
@@ -383,9 +380,3 @@ async def supervise(
             delay = initial_delay  # it ran fine for a while: start the backoff over
         await asyncio.sleep(delay)
         delay = min(delay * 2, 60.0)
-
-
-def group_tasks(group: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
-    """The tasks still running in `group` (TaskGroup keeps them privately)."""
-    tasks: set[asyncio.Task[Any]] = getattr(group, "_tasks", set())
-    return list(tasks)

@@ -151,6 +151,31 @@ def test_graceful_deletion_waits_for_the_provider_and_force_deletion_cleans_up(
     )
 
 
+def test_a_shortened_grace_period_removes_the_pod_at_the_new_deadline(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    agent = start_agent(provider_config=PERSIST)
+    stubborn = pod_manifest(
+        "stubborn",
+        agent.node_name,
+        annotations={"mock.virtual-kubelet.io/stop-seconds": "300"},
+        terminationGracePeriodSeconds=300,
+    )
+    create(devcluster, kube_namespace, stubborn)
+    _wait_running(devcluster, kube_namespace, "stubborn")
+    devcluster.kubectl("delete", "pod", "stubborn", "-n", kube_namespace, "--wait=false")
+    # A second delete with a shorter grace period, as `kubectl delete --grace-period` allows.
+    started = time.monotonic()
+    devcluster.kubectl(
+        "delete", "pod", "stubborn", "-n", kube_namespace, "--grace-period=3", "--wait=false"
+    )
+    wait_until(
+        lambda: pod(devcluster, kube_namespace, "stubborn") is None, 60, "stubborn to be removed"
+    )
+    # Removed when the 3 s (+ the provider's 2 s) ran out, not at the end of the first 300 s.
+    assert time.monotonic() - started < 30
+
+
 def test_pod_deleted_while_agent_down_is_cleaned_up_on_restart(
     devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
 ) -> None:

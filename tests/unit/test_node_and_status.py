@@ -6,8 +6,8 @@ import datetime
 from typing import Any
 
 from virtual_kubelet.node.controller import NodeSettings, default_node, merge_taints
-from virtual_kubelet.pods.controller import SPEC_HASH, spec_hash
 from virtual_kubelet.pods.status import SYNC_CONDITION, failed_patch, status_patch
+from virtual_kubelet.pods.tracking import SPEC_HASH, spec_hash
 
 OURS = {"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"}
 
@@ -111,7 +111,7 @@ def test_spec_hash_ignores_status_and_our_own_annotation() -> None:
 
 
 def test_deletion_deadline_counts_the_grace_period_from_when_it_is_seen() -> None:
-    from virtual_kubelet.pods.controller import DELETION_SLACK_S, deletion_deadline
+    from virtual_kubelet.pods.deletion import DELETION_SLACK_S, deletion_deadline
 
     pod = {
         "metadata": {

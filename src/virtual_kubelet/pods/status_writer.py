@@ -1,0 +1,101 @@
+"""Writing pod status to the API server: the provider's newest status of each pod (coalesced: a
+burst of reports for one pod is one write), and the controller's own patches (conditions, Failed,
+waiting reasons).
+
+Status goes to the status subresource by strategic-merge PATCH carrying `metadata.uid` (see
+`status.py`), never by a full PUT. A finished pod's status is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..kube.client import KubeClient, path
+from ..kube.errors import ApiError
+from ..kube.workqueue import WorkQueue, run_workers
+from ..sdk import Pod, PodStatus, uid_of
+from .status import TERMINAL, status_patch
+
+__all__ = ["StatusWriter"]
+
+log = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    """Writes reported statuses with `workers` concurrent writers (`run`), and patches on demand."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        api_pod: Callable[[str], Pod | None],
+        host_ips: list[str],
+        workers: int,
+    ) -> None:
+        self.client = client
+        self._api_pod = api_pod
+        self._host_ips = host_ips
+        self._workers = workers
+        self.queue = WorkQueue("pod-status", base_delay=0.1, max_delay=10.0)
+        #: key -> (uid, status): the newest status the provider reported, not yet written
+        self._reported: dict[str, tuple[str, PodStatus]] = {}
+
+    def report(self, key: str, uid: str, status: PodStatus) -> None:
+        """The provider's newest status of the pod `key` (with `uid`); written soon."""
+        self._reported[key] = (uid, status)
+        self.queue.add(key)
+
+    def forget(self, key: str) -> None:
+        """The pod is gone: drop a status not yet written."""
+        self._reported.pop(key, None)
+
+    async def run(self) -> None:
+        await run_workers(self.queue, self._workers, self._write)
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
+
+    async def _write(self, key: str) -> None:
+        entry = self._reported.pop(key, None)
+        if entry is None:
+            return
+        uid, status = entry
+        pod = self._api_pod(key)
+        if pod is None or (uid and uid_of(pod) != uid):
+            return
+        if pod.get("status", {}).get("phase") in TERMINAL:
+            return  # a finished pod never starts again
+        if (
+            status.get("phase") in TERMINAL
+            and pod["metadata"].get("deletionTimestamp")
+            and not pod["metadata"].get("finalizers")
+        ):
+            # The object is about to be removed and nothing can read its last status (with a
+            # finalizer, e.g. a Job's, it stays and the final phase is written like a kubelet).
+            return
+        patch = status_patch(pod, status, self._host_ips)
+        if patch is None:
+            return
+        try:
+            await self.patch(pod, patch, raise_errors=True)
+        except ApiError as exc:
+            if exc.retryable:
+                # Retried with backoff by the work queue, unless a newer status arrived meanwhile.
+                self._reported.setdefault(key, entry)
+                raise
+            log.debug("status of %s not written: %s", key, exc)
+
+    async def patch(self, pod: Pod, patch: dict[str, Any], *, raise_errors: bool = False) -> None:
+        """PATCH `pod`'s status; failures other than a vanished or replaced pod are logged (or
+        raised, with `raise_errors`)."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        try:
+            await self.client.patch(
+                path("v1", "pods", namespace, name, "status"), patch, "strategic"
+            )
+        except ApiError as exc:
+            if raise_errors:
+                raise
+            if not (exc.not_found or exc.conflict):
+                log.warning("status patch of %s/%s failed: %s", namespace, name, exc)
