@@ -3,7 +3,9 @@
 (connections made from inside the pod's network namespace when it has one).
 
 Every command "in" a container is a `shim exec` child (see shim.py): it enters the container's
-namespaces, cgroups, user and env itself, so nothing here changes the agent's own process.
+namespaces, cgroups, user and env itself, so nothing here changes the agent's own process. No
+call blocks the event loop: fds are non-blocking and watched by the loop, and the one thread
+(entering a network namespace) hands its socket back through a future.
 """
 
 from __future__ import annotations
@@ -367,34 +369,47 @@ async def _open_fifo(path: Path) -> asyncio.StreamWriter:
     return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-def _socket_in(netns: str) -> socket.socket:
+async def socket_in(netns: str) -> socket.socket:
     """A TCP socket of network namespace `netns` (a path under /var/run/netns). A socket stays
     in the namespace it was created in, so a short-lived thread of its own enters the namespace
-    (setns moves only the calling thread), creates the socket and ends: no thread of the agent
-    ever changes namespace."""
-    created: list[socket.socket] = []
-    failed: list[OSError] = []
+    (setns moves only the calling thread), creates the socket, hands it over through a future
+    and ends: no other thread of the agent ever changes namespace (hence no executor, whose
+    threads are reused), and the event loop never waits for the thread."""
+    loop = asyncio.get_running_loop()
+    created: asyncio.Future[socket.socket] = loop.create_future()
+
+    def deliver(sock: socket.socket | None, error: OSError | None) -> None:
+        if created.cancelled():  # the caller went away meanwhile
+            if sock is not None:
+                sock.close()
+        elif error is not None:
+            created.set_exception(error)
+        elif sock is not None:
+            created.set_result(sock)
 
     def work() -> None:
+        sock: socket.socket | None = None
+        error: OSError | None = None
         try:
             enter_network_namespace(netns)
-            created.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         except OSError as exc:
-            failed.append(exc)
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, sock, error)
+        except RuntimeError:  # the loop is closed: nobody wants the socket any more
+            if sock is not None:
+                sock.close()
 
-    thread = threading.Thread(target=work, name="vk-netns-socket", daemon=True)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return created[0]
+    threading.Thread(target=work, name="vk-netns-socket", daemon=True).start()
+    return await created
 
 
 async def _connect_in(
     netns: str, host: str, port: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to host:port from inside the pod's network namespace."""
-    sock = _socket_in(netns)
+    sock = await socket_in(netns)
     try:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, port))

@@ -6,7 +6,7 @@ All state that matters is in the pod's record and the shims' files, so a restart
 where the old one stopped: `adopt` takes over the runs whose shims still live, and a run whose
 shim died meanwhile is accounted for from its files. A container must never run twice: a shim
 that does not start its container in time is killed, with its whole session, before the next
-run. Nothing here blocks the event loop on a process.
+run. Files are prepared in threads; nothing here blocks the event loop on a process.
 """
 
 from __future__ import annotations
@@ -232,7 +232,9 @@ class Supervisor:
         except (LaunchError, OSError) as exc:
             self._start_failed(runtime, name, init, run, str(exc), time.time())
             return None
-        spec, shim_log = self._write_run_files(runtime, container, run, launch)
+        spec, shim_log = await asyncio.to_thread(
+            self._write_run_files, runtime, container, run, launch
+        )
         record.cgroups = spec.cgroups
         began = time.time()
         try:
@@ -291,8 +293,8 @@ class Supervisor:
     def _write_run_files(
         self, runtime: PodRuntime, container: dict[str, Any], run: int, launch: Launch
     ) -> tuple[ShimSpec, IO[bytes]]:
-        """The cgroups, launch and spec files of run `run`, and the shim log opened for the
-        shim."""
+        """The cgroups, launch and spec files of run `run`, and the shim log opened for the shim
+        (blocking: run in a thread)."""
         layout, record = runtime.layout, runtime.record
         name = str(container["name"])
         cgroups = self.host.cgroups
