@@ -111,7 +111,6 @@ def test_official_client_websocket_port_forward_ends_when_the_pod_closes(
         api.connect_get_namespaced_pod_portforward, "web", kube_namespace, ports=str(nobody)
     )
     dead = failed.socket(nobody)
-    dead.sendall(b"hello?")
     assert _read_to_eof(dead, 30) == b""
     wait_until(lambda: failed.error(nobody) is not None, 10, "the dial error")
     assert f"error forwarding port {nobody}" in failed.error(nobody)
