@@ -34,7 +34,8 @@ from virtual_kubelet.providers.process.network import (
 )
 from virtual_kubelet.providers.process.state import ContainerRecord, PodRecord
 from virtual_kubelet.providers.process.status import pod_status
-from virtual_kubelet.streams import ContainerIO, QueueInput
+from virtual_kubelet.sdk import ContainerIO
+from virtual_kubelet.streams import QueueInput
 
 from .test_process_provider import Harness, kill_everything, make_pod, run_test, status_of, until
 from .test_process_provider_api import Capture

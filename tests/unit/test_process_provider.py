@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from virtual_kubelet.errors import NotFound
-from virtual_kubelet.providers.base import Pod, ProviderContext
 from virtual_kubelet.providers.process import ProcessProvider
 from virtual_kubelet.providers.process.config import ProviderConfigError, load_config
 from virtual_kubelet.providers.process.launch import volume_env_name
-from virtual_kubelet.providers.process.shim import alive
+from virtual_kubelet.providers.process.shim_protocol import alive
 from virtual_kubelet.providers.process.state import memory_backed
 from virtual_kubelet.providers.process.status import go_duration
+from virtual_kubelet.sdk import NotFound, Pod, ProviderContext
 
 #: Tests use env-mode mounts and no cgroups unless they test those (no changes to the host).
 BASE_CONFIG: dict[str, Any] = {

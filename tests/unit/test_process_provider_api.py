@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from virtual_kubelet.errors import InvalidInput, NotFound
-from virtual_kubelet.kubelet_api.logs import LogOptions
 from virtual_kubelet.providers.process.launch import volume_env_name
-from virtual_kubelet.providers.process.shim import alive
-from virtual_kubelet.streams import ContainerIO, QueueInput, ResizeQueue, TermSize
+from virtual_kubelet.providers.process.shim_protocol import alive
+from virtual_kubelet.sdk import ContainerIO, InvalidInput, LogOptions, NotFound, TermSize
+from virtual_kubelet.streams import QueueInput, ResizeQueue
 
 from .test_process_provider import (
     Harness,

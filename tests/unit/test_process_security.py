@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from virtual_kubelet.providers.base import Pod
 from virtual_kubelet.providers.process.launch import (
     ConfigError,
     LaunchError,
@@ -18,7 +17,7 @@ from virtual_kubelet.providers.process.launch import (
     effective_security,
     identity,
 )
-from virtual_kubelet.streams import ContainerIO
+from virtual_kubelet.sdk import ContainerIO, Pod
 
 from .test_process_provider import Harness, make_pod, run_test, sh, status_of
 from .test_process_provider_api import Capture

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..configfile import ProviderConfigError, read_mapping, validate
+from ...sdk import ProviderConfigError, read_mapping, validate
 
 __all__ = ["ImageConfig", "ProcessConfig", "ProviderConfigError", "load_config"]
 

@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ... import __version__
-from ..base import Node
+from ...sdk import AGENT_VERSION, Node
 from .config import ProcessConfig, ProviderConfigError
 from .shim_protocol import SHIM_MODULE
 from .stats import memory_total
@@ -76,7 +75,7 @@ async def describe_node(node: Node, pods: int, state_dir: Path) -> None:
     status["capacity"] = dict(resources)
     status["allocatable"] = dict(resources)
     info = status.setdefault("nodeInfo", {})
-    info["containerRuntimeVersion"] = f"process://{__version__}"
+    info["containerRuntimeVersion"] = f"process://{AGENT_VERSION}"
     info["kernelVersion"] = os.uname().release
     info["osImage"] = details["os_image"]
     for key in ("machineID", "bootID"):

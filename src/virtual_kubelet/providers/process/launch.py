@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...pods.env import expand, expand_command
+from ...sdk import expand, expand_command
 from .config import ProcessConfig
 from .shim_protocol import BindMount
 from .state import Layout

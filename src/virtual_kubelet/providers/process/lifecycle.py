@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...errors import InvalidInput
+from ...sdk import InvalidInput
 from .limits import Cgroups
 from .network import remove_pod_network
 from .probes import Handlers, pod_desc, probe_loop

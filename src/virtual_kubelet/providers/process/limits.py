@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...kube.quantity import QuantityError, parse_quantity
+from ...sdk import QuantityError, parse_quantity
 
 log = logging.getLogger(__name__)
 

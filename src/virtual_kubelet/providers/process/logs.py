@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ...kubelet_api.logs import LogOptions, format_line, select_history
+from ...sdk import LogOptions, format_line, select_history
 
 Line = tuple[datetime.datetime, bytes]
 

@@ -25,13 +25,24 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ...errors import InvalidInput, NotFound
-from ...kube.objects import deep_copy, key_of, uid_of
-from ...kube.timefmt import rfc3339
-from ...kubelet_api.logs import LogOptions
-from ...pods.controller import SPEC_HASH
-from ...streams import ContainerIO, DuplexStream
-from ..base import Node, Pod, PodCallback, PodStatus, Provider, ProviderContext
+from ...sdk import (
+    SPEC_HASH_ANNOTATION,
+    ContainerIO,
+    DuplexStream,
+    InvalidInput,
+    LogOptions,
+    Node,
+    NotFound,
+    Pod,
+    PodCallback,
+    PodStatus,
+    Provider,
+    ProviderContext,
+    deep_copy,
+    key_of,
+    rfc3339,
+    uid_of,
+)
 from . import streaming
 from .config import load_config
 from .host import describe_node, detect_bind_mounts
@@ -298,7 +309,7 @@ class ProcessProvider(Provider):
         pod["status"] = pod_status(runtime.record, self.context.internal_ip)
         if not runtime.env_ready.is_set():
             # Not the pod the core gave us any more: it resolves the env again (update_pod).
-            pod["metadata"].setdefault("annotations", {})[SPEC_HASH] = ENV_LOST_HASH
+            pod["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = ENV_LOST_HASH
         return pod
 
     def _changed(self, runtime: PodRuntime) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from ...kube.timefmt import rfc3339
+from ...sdk import rfc3339
 from .state import ContainerRecord, PodRecord
 
 TERMINAL = ("Succeeded", "Failed")

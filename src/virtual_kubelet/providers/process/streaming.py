@@ -24,8 +24,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from ...errors import InvalidInput
-from ...streams import ContainerIO, DuplexStream, InputStream, OutputStream
+from ...sdk import ContainerIO, DuplexStream, InputStream, InvalidInput, OutputStream
 from .logs import Follower
 from .network import NETNS_DIR
 from .runtime import PodRuntime, exit_code, finish, resolve

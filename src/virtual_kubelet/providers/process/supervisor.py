@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from ...providers.base import ProviderContext
+from ...sdk import ProviderContext
 from .config import ProcessConfig
 from .launch import ConfigError, Launch, LaunchError, build, container_id
 from .lifecycle import Lifecycle
