@@ -35,6 +35,7 @@ from .kubelet_api.service import KubeletApiSettings, KubeletService
 from .metrics import count_pods_from, watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
+from .node.lease import DURATION_S as LEASE_DURATION_S
 from .node.lease import LeaseController
 from .pods.controller import PodController
 from .pods.resources import ResourceCache
@@ -52,18 +53,22 @@ class StartupError(RuntimeError):
 
 @dataclass
 class AgentSettings:
+    """Everything the command line sets. Each default lives in exactly one place: here, or, for a
+    part's own settings, in that part's settings (`pods`, `NodeSettings`, the Lease); the command
+    line shows and uses these."""
+
     node_name: str
     provider: str
     kubeconfig: str | None = None
     provider_config: Path | None = None
-    operating_system: str = "linux"
+    operating_system: str = NodeSettings.operating_system
     internal_ip: str | None = None
-    daemon_port: int = 10250
+    daemon_port: int = NodeSettings.daemon_port
     taints: tuple[dict[str, str], ...] = ()
     state_dir: Path = Path("/var/lib/virtual-kubelet")
     volumes_dir: Path | None = None
-    cluster_domain: str = "cluster.local"
-    pod_sync_workers: int = 32
+    cluster_domain: str = ProviderContext.cluster_domain
+    pods: PodSettings = field(default_factory=PodSettings)
     full_resync_period: float = 60.0
     startup_timeout: float = 0.0
     kube_api_qps: float = 1000.0
@@ -71,9 +76,8 @@ class AgentSettings:
     event_qps: float = 50.0
     event_burst: int = 100
     metrics_addr: str = "127.0.0.1:10255"
-    retry_limit: int = 10
-    node_status_interval: float = 60.0
-    lease_duration: int = 40
+    node_status_interval: float = NodeSettings.status_interval
+    lease_duration: int = LEASE_DURATION_S
     extra_labels: dict[str, str] = field(default_factory=dict)
     kubelet_api: KubeletApiSettings | None = field(default_factory=KubeletApiSettings)
 
@@ -208,7 +212,7 @@ class Agent:
             name="main",
             qps=s.kube_api_qps,
             burst=s.kube_api_burst,
-            max_connections=max(32, s.pod_sync_workers * 2),
+            max_connections=max(32, s.pods.sync_workers * 2),
             user_agent=user_agent,
         )
         # The lease gets its own connections and no shared rate budget: pod load can't starve it.
@@ -272,7 +276,7 @@ class Agent:
                 client,
                 provider,
                 events,
-                PodSettings(sync_workers=s.pod_sync_workers, retry_limit=s.retry_limit),
+                s.pods,
                 PodNode(s.node_name, host_ips=[context.internal_ip], allocatable=allocatable),
                 resources,
                 volumes if provider.wants_volume_files() else None,

@@ -19,6 +19,7 @@ from . import __version__
 from .agent import Agent, AgentSettings, StartupError
 from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
+from .pods.settings import PodSettings
 from .providers import registry
 from .sdk import ProviderConfigError
 
@@ -30,6 +31,10 @@ TAINT_EFFECTS = {
     "prefernoschedule": "PreferNoSchedule",
 }
 DEFAULT_TAINT_KEY = "virtual-kubelet.io/provider"
+
+#: Where the options' defaults come from: the settings dataclasses hold each default once.
+_AGENT = AgentSettings(node_name="", provider="")
+_KUBELET_API = KubeletApiSettings()
 
 
 def _duration(value: str, flag: str) -> float:
@@ -57,6 +62,16 @@ def _duration(value: str, flag: str) -> float:
     if number:
         raise click.BadParameter(f"{value!r} is not a duration (e.g. 30s, 5m, 1h)", param_hint=flag)
     return total
+
+
+def _duration_text(seconds: float) -> str:
+    """A default in seconds the way `--help` shows it and `_duration` reads it: "1m", "4h", "0"."""
+    if seconds == 0:
+        return "0"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _taints(provider: str, key: str | None, disable: bool) -> tuple[dict[str, str], ...]:
@@ -100,8 +115,8 @@ class _AgentCommands(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Environment: KUBECONFIG, DEFAULT_NODE_NAME, KUBELET_PORT (kubelet API port to "
-    "advertise, default 10250), VKUBELET_POD_IP (the node's InternalIP; default: the address "
-    "used to reach the API server), VKUBELET_TAINT_KEY / VKUBELET_TAINT_VALUE / "
+    f"advertise, default {_AGENT.daemon_port}), VKUBELET_POD_IP (the node's InternalIP; default: "
+    "the address used to reach the API server), VKUBELET_TAINT_KEY / VKUBELET_TAINT_VALUE / "
     "VKUBELET_TAINT_EFFECT (NoSchedule, NoExecute or PreferNoSchedule).",
 )
 @click.option(
@@ -120,7 +135,7 @@ class _AgentCommands(click.Group):
 @click.option(
     "--os",
     "operating_system",
-    default="Linux",
+    default=_AGENT.operating_system.capitalize(),
     show_default=True,
     help="Operating system the node reports: Linux or Windows.",
 )
@@ -141,65 +156,65 @@ class _AgentCommands(click.Group):
     "--namespace", hidden=False, help="Deprecated and ignored: nodes watch pods in all namespaces."
 )
 @click.option(
-    "--cluster-domain", default="cluster.local", show_default=True, help="Cluster DNS domain."
+    "--cluster-domain", default=_AGENT.cluster_domain, show_default=True, help="Cluster DNS domain."
 )
 @click.option(
     "--pod-sync-workers",
     type=click.IntRange(1, 1000),
-    default=32,
+    default=_AGENT.pods.sync_workers,
     show_default=True,
     help="Pods handled concurrently.",
 )
 @click.option(
     "--full-resync-period",
-    default="1m",
+    default=_duration_text(_AGENT.full_resync_period),
     show_default=True,
     help="How often every pod is re-checked against the provider (0 = never).",
 )
 @click.option(
     "--startup-timeout",
-    default="0",
+    default=_duration_text(_AGENT.startup_timeout),
     show_default=True,
     help="Give up if the API server does not answer within this time (0 = wait forever).",
 )
 @click.option(
     "--kube-api-qps",
     type=float,
-    default=1000.0,
+    default=_AGENT.kube_api_qps,
     show_default=True,
     help="Client-side limit of API requests per second (0 = none).",
 )
 @click.option(
     "--kube-api-burst",
     type=click.IntRange(1),
-    default=2000,
+    default=_AGENT.kube_api_burst,
     show_default=True,
     help="Burst above --kube-api-qps.",
 )
 @click.option(
     "--event-qps",
     type=float,
-    default=50.0,
+    default=_AGENT.event_qps,
     show_default=True,
     help="Events per second sent to the API server; more are dropped (0 = no limit).",
 )
 @click.option(
     "--event-burst",
     type=click.IntRange(1),
-    default=100,
+    default=_AGENT.event_burst,
     show_default=True,
     help="Burst above --event-qps.",
 )
 @click.option(
     "--provider-retry-limit",
     type=click.IntRange(1),
-    default=10,
+    default=_AGENT.pods.retry_limit,
     show_default=True,
     help="Failed provider calls for a pod before giving up (a never-started pod becomes Failed).",
 )
 @click.option(
     "--node-status-update-frequency",
-    default="1m",
+    default=_duration_text(_AGENT.node_status_interval),
     show_default=True,
     help="How often node status is re-posted (the Lease is renewed every 10s regardless).",
 )
@@ -258,25 +273,25 @@ class _AgentCommands(click.Group):
 @click.option(
     "--authorization-mode",
     type=click.Choice(["Webhook", "AlwaysAllow"]),
-    default="Webhook",
+    default=_KUBELET_API.authorization_mode,
     show_default=True,
     help="Webhook: SubjectAccessReview on nodes/<subresource>. AlwaysAllow: development only.",
 )
 @click.option(
     "--stream-idle-timeout",
-    default="4h",
+    default=_duration_text(_KUBELET_API.stream_idle_timeout),
     show_default=True,
     help="Close an exec/attach/port-forward connection idle this long.",
 )
 @click.option(
     "--stream-creation-timeout",
-    default="30s",
+    default=_duration_text(_KUBELET_API.stream_creation_timeout),
     show_default=True,
     help="How long a client may take to open its streams.",
 )
 @click.option(
     "--metrics-addr",
-    default="127.0.0.1:10255",
+    default=_AGENT.metrics_addr,
     show_default=True,
     help="host:port for the agent's Prometheus /metrics (empty = off; port 0 = any).",
 )
@@ -347,7 +362,7 @@ def _run_agent(
         log.warning(
             "--namespace is deprecated and ignored: the node watches pods in all namespaces"
         )
-    port_text = os.environ.get("KUBELET_PORT", "10250")
+    port_text = os.environ.get("KUBELET_PORT", str(_AGENT.daemon_port))
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise click.BadParameter(f"KUBELET_PORT={port_text!r} is not a TCP port")
     if provider_config is not None and not provider_config.is_file():
@@ -389,7 +404,7 @@ def _run_agent(
         volumes_dir=volumes_dir,
         kubelet_api=api_settings,
         cluster_domain=cluster_domain,
-        pod_sync_workers=pod_sync_workers,
+        pods=PodSettings(sync_workers=pod_sync_workers, retry_limit=provider_retry_limit),
         full_resync_period=_duration(full_resync_period, "--full-resync-period"),
         startup_timeout=_duration(startup_timeout, "--startup-timeout"),
         kube_api_qps=kube_api_qps,
@@ -397,7 +412,6 @@ def _run_agent(
         event_qps=event_qps,
         event_burst=event_burst,
         metrics_addr=metrics_addr,
-        retry_limit=provider_retry_limit,
         node_status_interval=_duration(
             node_status_update_frequency, "--node-status-update-frequency"
         ),

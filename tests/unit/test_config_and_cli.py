@@ -8,11 +8,14 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from virtual_kubelet.cli import _duration
+from virtual_kubelet.agent import AgentSettings
+from virtual_kubelet.cli import _duration, _duration_text, main
 from virtual_kubelet.kube import config
 from virtual_kubelet.kube.credentials import Credentials
 from virtual_kubelet.kube.quantity import QuantityError, format_quantity, parse_quantity
+from virtual_kubelet.kubelet_api.service import KubeletApiSettings
 from virtual_kubelet.providers.configfile import ProviderConfigError
 from virtual_kubelet.providers.mock import load_config
 
@@ -104,6 +107,38 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(click.BadParameter):
         _duration(text, "--x")
+
+
+@pytest.mark.parametrize("seconds", [0, 0.25, 30, 60, 90, 3600, 4 * 3600])
+def test_defaults_are_shown_as_durations_the_option_reads_back(seconds: float) -> None:
+    assert _duration(_duration_text(seconds), "--x") == seconds
+
+
+def test_option_defaults_are_the_settings_defaults() -> None:
+    agent = AgentSettings(node_name="n", provider="p")
+    api = KubeletApiSettings()
+    defaults = {param.name: param.default for param in main.params}
+    assert defaults["pod_sync_workers"] == agent.pods.sync_workers
+    assert defaults["provider_retry_limit"] == agent.pods.retry_limit
+    for name in ("kube_api_qps", "kube_api_burst", "event_qps", "event_burst", "metrics_addr"):
+        assert defaults[name] == getattr(agent, name), name
+    assert defaults["cluster_domain"] == agent.cluster_domain
+    assert str(defaults["operating_system"]).lower() == agent.operating_system
+    assert defaults["authorization_mode"] == api.authorization_mode
+    durations = {
+        "full_resync_period": agent.full_resync_period,
+        "startup_timeout": agent.startup_timeout,
+        "node_status_update_frequency": agent.node_status_interval,
+        "stream_idle_timeout": api.stream_idle_timeout,
+        "stream_creation_timeout": api.stream_creation_timeout,
+    }
+    for name, seconds in durations.items():
+        assert _duration(str(defaults[name]), name) == seconds, name
+
+    shown = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert f"Pods handled concurrently. [default: {agent.pods.sync_workers};" in shown
+    assert "(0 = never). [default: 1m]" in shown
+    assert f"default {agent.daemon_port})" in shown  # KUBELET_PORT in the epilog
 
 
 def test_quantities() -> None:
