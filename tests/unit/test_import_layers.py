@@ -72,6 +72,11 @@ def test_the_tree_keeps_its_layers(tmp_path: Path) -> None:
             "Only the CLI imports the dev tooling (devcluster, testing) BROKEN",
         ),
         (
+            "virtual_kubelet.pods.status",
+            "import virtual_kubelet.testing",
+            "Only the CLI imports the dev tooling (devcluster, testing) BROKEN",
+        ),
+        (
             "virtual_kubelet.node.health",
             "from virtual_kubelet.providers import mock",
             "The node, pod and kubelet API layers use providers only through the SDK BROKEN",
