@@ -33,6 +33,7 @@ class HelloProvider(Provider):
         pod["status"] = {
             "phase": "Running",
             "startTime": started,
+            "podIP": self.context.internal_ip,  # the pods "run" on the node: they have its address
             "conditions": [
                 {"type": t, "status": "True"} for t in ("Initialized", "Ready", "ContainersReady")
             ],

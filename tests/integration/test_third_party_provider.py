@@ -1,14 +1,21 @@
-"""A provider from another package is found through its entry point and runs pods (the tutorial)."""
+"""A provider from another package is found through its entry point, runs pods (the tutorial),
+and passes the conformance suite with the few lines its package adds."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.testing import ConformanceProfile
 
 from .conftest import AgentFactory, create, pod, pod_manifest
 
@@ -27,6 +34,31 @@ def _installed_example(site: Path) -> Path:
         "[virtual_kubelet.providers]\nhello = hello_provider:HelloProvider\n"
     )
     return site
+
+
+def _example_module(name: str) -> ModuleType:
+    """A module of the example package, loaded from its file (the package is not installed)."""
+    spec = importlib.util.spec_from_file_location(f"hello_example_{name}", EXAMPLE / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Bound as a module, not as a class: pytest would collect the example's class a second time.
+_example_conformance = _example_module("test_conformance")
+
+
+class TestHelloProviderConformance(_example_conformance.TestHelloProvider):  # type: ignore[misc,name-defined]
+    """The example's own conformance class, run with the example installed as pip would."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_profile(cls, tmp_path_factory: pytest.TempPathFactory) -> ConformanceProfile:
+        site = _installed_example(tmp_path_factory.mktemp("hello-site"))
+        path = f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        return dataclasses.replace(cls.profile, env={"PYTHONPATH": path})
 
 
 def test_entry_point_provider_is_listed_and_runs_a_pod(
