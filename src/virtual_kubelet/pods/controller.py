@@ -34,8 +34,7 @@ from .tracking import SPEC_HASH, TrackedPod
 from .volume_sync import VolumeSync
 from .volumes import PodVolumes
 
-# SPEC_HASH stays importable from here for callers written before `tracking.py`.
-__all__ = ["SPEC_HASH", "PodController"]
+__all__ = ["PodController"]
 
 log = logging.getLogger(__name__)
 
