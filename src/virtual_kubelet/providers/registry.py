@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 BUILTIN: dict[str, str] = {
     "mock": "virtual_kubelet.providers.mock:MockProvider",
     "process": "virtual_kubelet.providers.process:ProcessProvider",
+    "web": "virtual_kubelet.providers.web:web_provider",
 }
 
 
