@@ -50,7 +50,7 @@ def _example_module(name: str) -> ModuleType:
 _example_conformance = _example_module("test_conformance")
 
 
-class TestHelloProviderConformance(_example_conformance.TestHelloProvider):  # type: ignore[misc,name-defined]
+class TestHelloProviderConformance(_example_conformance.TestHelloProvider):
     """The example's own conformance class, run with the example installed as pip would."""
 
     @pytest.fixture(scope="class")
