@@ -25,22 +25,21 @@ an fd passed by the agent), cgroups and limits; with `--tty` its stdin must be a
 SPEC.json lies in the state directory; the parts that carry or derive from env values (argv, env,
 mounts) are in the file its `launch_path` names, in memory-backed storage (see state.py), and are
 read when the shim starts: nothing secret on a disk, nothing secret on a command line. The files
-the shim reads and writes are the records of `shim_protocol.py`.
+the shim reads and writes are the records of `shim_protocol.py`; its log and stdin plumbing is in
+`shim_stdio.py`, its namespace and mount calls in `syscalls.py`.
 
 This program must not depend on the agent while it runs: no pipes or sockets to it, no imports
-beyond the standard library (it starts quickly and keeps working whatever happens to the agent),
-and it never reads or logs the container's environment except to pass it to the command.
+beyond the standard library and those three modules (it starts quickly and keeps working whatever
+happens to the agent), and it never reads or logs the container's environment except to pass it to
+the command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
-import functools
 import os
-import re
 import resource
 import selectors
 import signal
@@ -50,39 +49,25 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import syscalls
 from .shim_protocol import (
     START_ERROR_CODE,
-    BindMount,
     ExitRecord,
     LaunchSpec,
     LaunchUnavailable,
     RunState,
     ShimSpec,
+    StartError,
     alive,
     start_ticks,
     write_record,
 )
+from .shim_stdio import LogWriter, StdinFeeder
 
-__all__ = ["START_ERROR_CODE", "alive", "enter_network_namespace", "main", "start_ticks"]
+__all__ = ["START_ERROR_CODE", "StartError", "alive", "main", "start_ticks"]
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MNT_DETACH = 0x2
-MS_RDONLY = 0x1
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-PR_SET_PDEATHSIG = 1
-
-#: Longest P(artial) record; longer unterminated output is split into several.
-MAX_LINE = 16 * 1024
 #: After the command exited, how long output from processes that escaped its group may drain.
 DRAIN_SECONDS = 2.0
-
-
-class StartError(Exception):
-    """The container's command could not be started; the message is shown to the user."""
 
 
 def load(spec_path: Path) -> tuple[ShimSpec, LaunchSpec]:
@@ -94,107 +79,6 @@ def load(spec_path: Path) -> tuple[ShimSpec, LaunchSpec]:
         return spec, spec.load_launch()
     except LaunchUnavailable as exc:
         raise StartError(str(exc)) from None
-
-
-def rfc3339nano(ns: int | None = None) -> bytes:
-    seconds, fraction = divmod(time.time_ns() if ns is None else ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%09dZ" % fraction
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    # The interpreter is linked against libc: no library search (which may run ldconfig).
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_ulong,
-        ctypes.c_void_p,
-    ]
-    libc.unshare.argtypes = [ctypes.c_int]
-    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.prctl.argtypes = [
-        ctypes.c_int,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    ]
-    return libc
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"{what}: {os.strerror(code)}")
-
-
-def _mount(libc: ctypes.CDLL, source: str | None, target: str, flags: int) -> None:
-    _check(
-        libc.mount(source.encode() if source else None, target.encode(), None, flags, None),
-        f"mount {source or ''} on {target}",
-    )
-
-
-def enter_private_mount_namespace(libc: ctypes.CDLL) -> None:
-    """A mount namespace of our own whose mounts never propagate back to the host."""
-    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _mount(libc, None, "/", MS_REC | MS_PRIVATE)
-
-
-def enter_network_namespace(path: str) -> None:
-    """Move the calling thread into the network namespace bound at `path` (the pod's
-    /var/run/netns/<name>); what it creates or execs from then on lives there."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_libc().setns(fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
-    finally:
-        os.close(fd)
-
-
-def _mount_points() -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) > 4:
-                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
-    return points
-
-
-def hide_network_namespaces(libc: ctypes.CDLL) -> None:
-    """Detach the copies of /var/run/netns/* in our private mount namespace: they would keep
-    the network namespaces of other pods alive after those pods were deleted."""
-    with contextlib.suppress(OSError):
-        for point in sorted(_mount_points(), key=len, reverse=True):
-            if point.startswith(("/run/netns/", "/var/run/netns/")):
-                libc.umount2(point.encode(), MNT_DETACH)
-
-
-def bind_mounts(libc: ctypes.CDLL, mounts: list[BindMount]) -> None:
-    """Bind each source at its target (missing targets are created: a directory, or an empty file
-    for a file source) and remount read-only where asked. Parents come before children."""
-    for entry in sorted(mounts, key=lambda m: m.target.count("/")):
-        source, target = entry.source, entry.target
-        shown = entry.shown or source  # a subPathExpr as written, not expanded
-        try:
-            if entry.file:
-                os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
-                if not os.path.lexists(target):
-                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
-            else:
-                os.makedirs(target, exist_ok=True)
-            _mount(libc, source, target, MS_BIND | MS_REC)
-            if entry.read_only:
-                _mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
-        except OSError as exc:
-            message = f"error mounting {shown!r} to rootfs at {target!r}: {exc.strerror or exc}"
-            if entry.optional:
-                print(f"shim: {message} (skipped)", file=sys.stderr)
-                continue
-            raise StartError(message) from None
 
 
 def _reset_signals() -> None:
@@ -268,153 +152,19 @@ def _chdir(cwd: str) -> None:
 # --- run ------------------------------------------------------------------------------------------
 
 
-class LogWriter:
-    """CRI log lines into a file that is rotated (one old file kept) when it grows too big."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the shim
-        self.size = self.file.tell()
-        #: Streams whose last record was a P(artial) one.
-        self.open_lines: dict[str, bool] = {}
-
-    def feed(self, stream: str, data: bytes) -> None:
-        """Log a chunk of output: complete lines as F records; an unterminated tail at once as
-        P records (so prompts reach `kubectl attach`), which a later F record completes."""
-        stamp = rfc3339nano()
-        name = stream.encode()
-        *lines, rest = data.split(b"\n")
-        records = [b"%s %s F %s\n" % (stamp, name, line) for line in lines]
-        for start in range(0, len(rest), MAX_LINE):
-            records.append(b"%s %s P %s\n" % (stamp, name, rest[start : start + MAX_LINE]))
-        self.open_lines[stream] = bool(rest)
-        self._write(records)
-
-    def flush(self) -> None:
-        """End every stream's unterminated line (its output ended without a newline)."""
-        stamp = rfc3339nano()
-        self._write([b"%s %s F \n" % (stamp, s.encode()) for s, o in self.open_lines.items() if o])
-        self.open_lines.clear()
-
-    def _write(self, records: list[bytes]) -> None:
-        """Append whole records, rotating first whenever the next one would not fit."""
-        batch: list[bytes] = []
-        size = self.size
-        for record in records:
-            if size and size + len(record) > self.max_bytes:
-                self._append(batch)
-                batch, size = [], 0
-                self._rotate()
-            batch.append(record)
-            size += len(record)
-        self._append(batch)
-
-    def _append(self, batch: list[bytes]) -> None:
-        if batch:
-            data = b"".join(batch)
-            self.file.write(data)
-            self.size += len(data)
-
-    def _rotate(self) -> None:
-        self.file.close()
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        self.size = 0
-
-
-class _Stdin:
-    """Copies the stdin FIFO (written by `kubectl attach`) into the command's stdin without ever
-    blocking the shim: what the command has not read yet is buffered, up to a limit."""
-
-    LIMIT = 1 << 20
-
-    def __init__(self, fifo: str, target: int, once: bool) -> None:
-        self.fifo, self.target, self.once = fifo, target, once
-        self.pending = b""
-        self.fd: int | None = None
-        self.paused = False
-        self.done = False
-        os.set_blocking(target, False)
-
-    def open(self, selector: selectors.BaseSelector) -> None:
-        # Non-blocking: a FIFO without writers then reads as "nothing yet", not as EOF.
-        self.fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
-        selector.register(self.fd, selectors.EVENT_READ, "stdin")
-
-    def readable(self, selector: selectors.BaseSelector) -> None:
-        assert self.fd is not None
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        if data:
-            self.pending += data
-            self.flush(selector)
-            return
-        # The writer (one attach session) went away: stdinOnce closes the command's stdin.
-        self._close_fifo(selector)
-        if self.once:
-            self.done = True
-            self.flush(selector)
-        else:
-            self.open(selector)
-
-    def flush(self, selector: selectors.BaseSelector) -> None:
-        if self.target < 0:
-            self.pending = b""
-            return
-        written = 0
-        try:
-            written = os.write(self.target, self.pending) if self.pending else 0
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.pending = b""  # the command closed its stdin: what it did not read is lost
-        self.pending = self.pending[written:]
-        registered = self.target in selector.get_map()
-        if self.pending and not registered:
-            selector.register(self.target, selectors.EVENT_WRITE, "stdin-target")
-        elif not self.pending and registered:
-            selector.unregister(self.target)
-        if self.fd is not None and not self.paused and len(self.pending) > self.LIMIT:
-            selector.unregister(self.fd)  # back-pressure: read on once the command caught up
-            self.paused = True
-        elif self.fd is not None and self.paused and len(self.pending) <= self.LIMIT:
-            selector.register(self.fd, selectors.EVENT_READ, "stdin")
-            self.paused = False
-        if self.done and not self.pending:
-            self.stop(selector)
-
-    def _close_fifo(self, selector: selectors.BaseSelector) -> None:
-        if self.fd is not None:
-            if not self.paused:
-                selector.unregister(self.fd)
-            os.close(self.fd)
-            self.fd, self.paused = None, False
-
-    def stop(self, selector: selectors.BaseSelector) -> None:
-        self._close_fifo(selector)
-        if self.target >= 0:
-            if self.target in selector.get_map():
-                selector.unregister(self.target)
-            os.close(self.target)
-            self.target = -1
-
-
 def _spawn(spec: ShimSpec, launch: LaunchSpec, stdio: tuple[int, int, int]) -> int:
     """Fork and exec the container's command; raise StartError if it could not be started."""
     argv, env = list(launch.argv), dict(launch.env)
     error_read, error_write = os.pipe()  # close-on-exec: EOF without data means exec succeeded
     shim = os.getpid()
-    _libc()  # loaded before the fork: the child only calls into it
+    syscalls.libc()  # loaded before the fork: the child only calls into it
     pid = os.fork()
     if pid == 0:  # the child: never returns
         try:
             os.close(error_read)
             # Without its shim nobody records the container's exit or reads its output: it dies
             # with the shim rather than linger as an orphan.
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            syscalls.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != shim:
                 os._exit(START_ERROR_CODE)
             os.setsid()
@@ -428,7 +178,7 @@ def _spawn(spec: ShimSpec, launch: LaunchSpec, stdio: tuple[int, int, int]) -> i
             if spec.user:
                 switch_user(spec.user)
                 # Changing credentials cleared the parent-death signal: set it again.
-                _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                syscalls.set_parent_death_signal(signal.SIGKILL)
                 if os.getppid() != shim:
                     os._exit(START_ERROR_CODE)
             _reset_signals()
@@ -496,20 +246,20 @@ def run(spec_path: Path) -> NoReturn:
         assert launch is not None
         if spec.netns:
             try:
-                enter_network_namespace(spec.netns)
+                syscalls.enter_network_namespace(spec.netns)
             except OSError as exc:
                 raise StartError(
                     f"cannot enter the pod's network namespace {spec.netns}: {exc.strerror or exc}"
                 ) from None
         if launch.mounts is not None:
-            libc = _libc()
+            libc = syscalls.libc()
             try:
-                enter_private_mount_namespace(libc)
+                syscalls.enter_private_mount_namespace(libc)
             except OSError as exc:
                 raise StartError(f"cannot create a mount namespace: {exc.strerror}") from None
             if spec.hide_netns:
-                hide_network_namespaces(libc)
-            bind_mounts(libc, launch.mounts)
+                syscalls.hide_network_namespaces(libc)
+            syscalls.bind_mounts(libc, launch.mounts)
         log = LogWriter(Path(spec.log_path), spec.log_max_bytes)
         fifo = spec.stdin_fifo
         if fifo and not os.path.exists(fifo):
@@ -587,9 +337,9 @@ def _supervise(
     for fd, stream in outputs.items():
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ, stream)
-    feeder: _Stdin | None = None
+    feeder: StdinFeeder | None = None
     if spec.stdin_fifo and stdin_target >= 0:
-        feeder = _Stdin(spec.stdin_fifo, stdin_target, spec.stdin_once)
+        feeder = StdinFeeder(spec.stdin_fifo, stdin_target, spec.stdin_once)
         feeder.open(selector)
     pidfd: int | None = None
     try:
@@ -659,14 +409,13 @@ def exec_in_container(spec_path: Path, ns_fd: int | None, tty: bool, argv: list[
         os._exit(126)
     if spec.netns:
         try:
-            enter_network_namespace(spec.netns)
+            syscalls.enter_network_namespace(spec.netns)
         except OSError as exc:
             sys.stderr.write(f"cannot enter the pod's network namespace: {exc.strerror or exc}\n")
             os._exit(126)
     if ns_fd is not None:
-        libc = _libc()
         try:
-            _check(libc.setns(ns_fd, CLONE_NEWNS), "setns")
+            syscalls.enter_mount_namespace(ns_fd)
         except OSError as exc:
             sys.stderr.write(f"cannot enter the container's mount namespace: {exc.strerror}\n")
             os._exit(126)
@@ -707,10 +456,11 @@ def probe_mounts(directory: Path) -> NoReturn:
         source, target = directory / "source", directory / "target"
         source.mkdir(exist_ok=True)
         target.mkdir(exist_ok=True)
-        libc = _libc()
-        enter_private_mount_namespace(libc)
-        _mount(libc, str(source), str(target), MS_BIND)
-        _mount(libc, None, str(target), MS_BIND | MS_REMOUNT | MS_RDONLY)
+        libc = syscalls.libc()
+        syscalls.enter_private_mount_namespace(libc)
+        syscalls.mount(libc, str(source), str(target), syscalls.MS_BIND)
+        remount = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
+        syscalls.mount(libc, None, str(target), remount)
     except OSError as exc:
         sys.stderr.write(f"{exc.strerror or exc}\n")
         os._exit(1)

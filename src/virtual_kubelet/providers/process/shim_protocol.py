@@ -188,6 +188,11 @@ class ShimSpec:
             ) from None
 
 
+class StartError(Exception):
+    """The shim could not start the container's command; the message is shown to the user (it
+    becomes the exit record's `error`)."""
+
+
 class LaunchUnavailable(Exception):
     """The launch file of a spec cannot be read; the message is shown to the user."""
 

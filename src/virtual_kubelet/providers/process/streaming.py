@@ -28,8 +28,8 @@ from ...sdk import ContainerIO, DuplexStream, InputStream, InvalidInput, OutputS
 from .logs import Follower
 from .network import NETNS_DIR
 from .runtime import PodRuntime, exit_code, finish, resolve
-from .shim import enter_network_namespace
 from .shim_protocol import SHIM_MODULE, ExitRecord
+from .syscalls import enter_network_namespace
 
 #: How long exec output may keep coming after the command exited (background children).
 DRAIN_SECONDS = 1.0
