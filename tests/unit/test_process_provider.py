@@ -146,7 +146,11 @@ def kill_everything(state_dir: Path) -> None:
                 if b"providers.process.shim" in cmdline and str(state_dir).encode() in cmdline:
                     os.kill(int(entry.name), signal.SIGKILL)
                     found = True
-        for path in (state_dir / "process").glob("*/*/state.*.json"):
+        try:
+            records = list((state_dir / "process").glob("*/*/state.*.json"))
+        except OSError:  # a pod's files being removed meanwhile (its deletion's clean-up)
+            records, found = [], True  # look again
+        for path in records:
             with contextlib.suppress(OSError, ValueError):
                 run = json.loads(path.read_text())
                 if alive(run["pid"], run["pid_start"]):

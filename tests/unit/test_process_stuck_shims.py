@@ -83,8 +83,9 @@ def test_a_deletion_whose_shim_never_reports_gives_up_kills_it_and_stops_supervi
         await h.provider.delete_pod(pod)
         await until(lambda: uid not in h.provider._pods)
         assert supervising.cancelled()
-        assert not alive(run["shim_pid"], run["shim_start"])
-        assert not alive(run["pid"], run["pid_start"])
+        # Killed (SIGKILL takes effect a moment later).
+        await until(lambda: not alive(run["shim_pid"], run["shim_start"]))
+        await until(lambda: not alive(run["pid"], run["pid_start"]))
         final = h.pushed[-1]
         assert final["metadata"]["uid"] == uid
         assert final["status"]["phase"] == "Failed"
