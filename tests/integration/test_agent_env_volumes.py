@@ -48,8 +48,11 @@ def _setup_sources(cluster: DevCluster, namespace: str) -> None:
     )
 
 
-def _env_of(provider_pod: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in provider_pod["spec"]["containers"][0]["env"]}
+def _env_of(cluster: DevCluster, namespace: str, name: str) -> dict[str, str]:
+    """The env the provider gave the container, in order, as `kubectl exec -- env` shows it (the
+    mock's journal keeps env names only: values may be Secrets)."""
+    out = cluster.kubectl("exec", "-n", namespace, name, "--", "env").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def _running(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
@@ -66,6 +69,7 @@ def test_every_env_source_resolves_for_the_provider(
     devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
 ) -> None:
     agent = start_agent(provider_config=PERSIST)
+    agent.approve_serving_certificate()
     _setup_sources(devcluster, kube_namespace)
     field = lambda path: {"valueFrom": {"fieldRef": {"fieldPath": path}}}  # noqa: E731
     resource = lambda res, divisor: {  # noqa: E731
@@ -100,7 +104,7 @@ def test_every_env_source_resolves_for_the_provider(
     api_pod = _running(devcluster, kube_namespace, "envy")
 
     received = agent.mock_pods()[f"{kube_namespace}/envy"]
-    values = _env_of(received)
+    values = _env_of(devcluster, kube_namespace, "envy")
     assert "envFrom" not in received["spec"]["containers"][0]
     assert values["GREETING"] == "hello"
     assert values["PASSWORD"] == "s3cret"
@@ -126,6 +130,7 @@ def test_every_env_source_resolves_for_the_provider(
     assert values["KUBERNETES_SERVICE_HOST"] == "10.0.0.1"
     # Definition order is kept (upstream scrambles it through a map).
     names = [e["name"] for e in received["spec"]["containers"][0]["env"]]
+    assert names == list(values)
     assert names.index("CFG_COLOR") < names.index("GREETING") < names.index("EXPANDED")
     # The secret's value went to the provider, never into Events.
     assert all("s3cret" not in e["message"] for e in events_for(devcluster, kube_namespace, "envy"))
@@ -135,6 +140,7 @@ def test_missing_mandatory_secret_keeps_pod_out_of_provider_until_it_exists(
     devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
 ) -> None:
     agent = start_agent(provider_config=PERSIST)
+    agent.approve_serving_certificate()
     manifest = pod_manifest("needs-secret", agent.node_name)
     manifest["spec"]["containers"][0]["env"] = [
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}
@@ -176,7 +182,7 @@ def test_missing_mandatory_secret_keeps_pod_out_of_provider_until_it_exists(
         },
     )
     _running(devcluster, kube_namespace, "needs-secret")
-    assert _env_of(agent.mock_pods()[f"{kube_namespace}/needs-secret"])["TOKEN"] == "t0k3n"
+    assert _env_of(devcluster, kube_namespace, "needs-secret")["TOKEN"] == "t0k3n"
 
 
 def test_missing_optional_configmap_is_reported_and_the_pod_runs(
@@ -198,6 +204,7 @@ def test_configmap_volume_follows_edits_and_service_account_token_is_projected(
     devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory
 ) -> None:
     agent = start_agent(provider_config=PERSIST)
+    agent.approve_serving_certificate()
     _setup_sources(devcluster, kube_namespace)
     manifest = pod_manifest("mounted", agent.node_name)
     manifest["spec"]["volumes"] = [
