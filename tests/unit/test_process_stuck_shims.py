@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from virtual_kubelet.providers.process import lifecycle, supervisor
+from virtual_kubelet.providers.process import lifecycle, shim_start
 from virtual_kubelet.providers.process.shim_protocol import alive
 
 from .test_process_provider import Harness, make_pod, run_test, sh, status_of, until
@@ -34,7 +34,7 @@ def shims_running(state_dir: Path, spec_name: str) -> list[int]:
 def test_a_shim_that_does_not_start_its_container_in_time_is_killed_before_the_next_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor, "SHIM_START_TIMEOUT", 1.0)
+    monkeypatch.setattr(shim_start, "SHIM_START_TIMEOUT", 1.0)
     starts = tmp_path / "starts"
     pod = make_pod("slow", [sh(f"echo started >> {starts}; exec sleep 30")])
     uid = pod["metadata"]["uid"]

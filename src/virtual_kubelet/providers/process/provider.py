@@ -1,12 +1,13 @@
 """The process provider itself: the Provider interface over the parts that do the work (see the
 package docstring for what a pod gets).
 
-- supervisor.py: each pod's task; starts runs through shims, accounts for exits, restarts;
+- supervisor.py: each pod's task: runs (started by shim_start.py), exits, restarts;
 - restarts.py: the restart and back-off decision (pure);
 - lifecycle.py: postStart hooks, probes, kills, activeDeadlineSeconds, deletion;
 - streaming.py: exec, attach, port-forward;
 - ipam.py: pod addresses with `network: pod`; host.py: mounts check and node capacity;
-- shim_protocol.py / shim.py: the files agent and shim exchange, and the shim itself;
+- shim_protocol.py: the files agent and shim exchange; shim.py (with shim_stdio.py and
+  syscalls.py): the shim itself;
 - state.py: the records a restarted agent adopts pods from.
 
 This module keeps the pods by UID, turns their records into the pods the core sees, and routes

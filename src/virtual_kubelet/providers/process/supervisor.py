@@ -4,9 +4,9 @@ for the exit, and restart per restartPolicy (see restarts.py).
 
 All state that matters is in the pod's record and the shims' files, so a restarted agent resumes
 where the old one stopped: `adopt` takes over the runs whose shims still live, and a run whose
-shim died meanwhile is accounted for from its files. A container must never run twice: a shim
-that does not start its container in time is killed, with its whole session, before the next
-run. Files are prepared in threads; nothing here blocks the event loop on a process.
+shim died meanwhile is accounted for from its files. Runs are started by shim_start.py (files
+prepared in threads, a shim too slow to start killed before the next run); nothing here blocks
+the event loop on a process.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ...sdk import ProviderContext
 from .config import ProcessConfig
-from .launch import ConfigError, Launch, LaunchError, build, container_id
+from .launch import ConfigError, LaunchError, container_id
 from .lifecycle import Lifecycle
 from .logs import fallback_message
-from .network import NETNS_DIR, remove_pod_network
+from .network import remove_pod_network
 from .probes import pod_desc
 from .restarts import BackOffSettings, RunEnd, Terminate, decide
 from .runtime import (
@@ -41,23 +39,18 @@ from .runtime import (
     wait_pid,
 )
 from .shim_protocol import (
-    SHIM_MODULE,
     START_ERROR_CODE,
     ExitRecord,
-    LaunchSpec,
     RunState,
-    ShimSpec,
     read_json,
-    write_record,
 )
-from .state import ContainerRecord, Layout, save, save_launch
+from .shim_start import RunStarter, ShimStartTimeout
+from .state import ContainerRecord, save
 from .status import TERMINAL, containers_of, timestamp
 from .status import phase as pod_phase
 
 log = logging.getLogger(__name__)
 
-#: A shim that has not started its container by then is killed and the run counts as failed.
-SHIM_START_TIMEOUT = 60.0
 #: The kubelet's limit on termination messages read from the file.
 MAX_TERMINATION_MESSAGE = 4096
 
@@ -78,6 +71,7 @@ class Supervisor:
         self.host = host
         self.lifecycle = lifecycle
         self.changed = changed
+        self.starter = RunStarter(config, context, host)
         self.backoff = BackOffSettings(
             initial=config.restart_backoff_seconds,
             maximum=config.max_restart_backoff_seconds,
@@ -223,7 +217,7 @@ class Supervisor:
         record.backoff_until = None
         save(layout, runtime.record)  # a crash from here on finds run `run` and its files
         try:
-            launch = await asyncio.to_thread(self._build, runtime, container, run)
+            launch = await asyncio.to_thread(self.starter.build, runtime, container, run)
         except ConfigError as exc:
             self._start_failed(
                 runtime, name, init, run, str(exc), time.time(), "CreateContainerConfigError"
@@ -233,18 +227,15 @@ class Supervisor:
             self._start_failed(runtime, name, init, run, str(exc), time.time())
             return None
         spec, shim_log = await asyncio.to_thread(
-            self._write_run_files, runtime, container, run, launch
+            self.starter.write_files, runtime, container, run, launch
         )
         record.cgroups = spec.cgroups
         began = time.time()
         try:
             with shim_log:
-                returncode = await self._run_shim(layout, name, run, shim_log)
-        except TimeoutError:
-            message = (
-                f"the shim did not start the container within {SHIM_START_TIMEOUT:g} s and was "
-                f"killed (see {layout.shim_log(name)})"
-            )
+                returncode = await self.starter.run_shim(layout, name, run, shim_log)
+        except ShimStartTimeout as exc:
+            message = f"{exc} (see {layout.shim_log(name)})"
             self._start_failed(runtime, name, init, run, message, began)
             return None
         except OSError as exc:
@@ -275,87 +266,6 @@ class Supervisor:
             record.started = record.ready = False
         self.changed(runtime)
         return info
-
-    def _build(self, runtime: PodRuntime, container: dict[str, Any], run: int) -> Launch:
-        """What run `run` executes (blocking: directories may be created; run in a thread).
-        The files of older runs go first: their logs are not reachable any more."""
-        layout, pod = runtime.layout, runtime.record.pod
-        layout.forget_runs_before(str(container["name"]), run - 1)
-        return build(
-            pod,
-            container,
-            config=self.config,
-            layout=layout,
-            volume_dir=lambda volume: self.context.volume_path(pod, volume),
-            bind=self.host.bind_mounts,
-        )
-
-    def _write_run_files(
-        self, runtime: PodRuntime, container: dict[str, Any], run: int, launch: Launch
-    ) -> tuple[ShimSpec, IO[bytes]]:
-        """The cgroups, launch and spec files of run `run`, and the shim log opened for the shim
-        (blocking: run in a thread)."""
-        layout, record = runtime.layout, runtime.record
-        name = str(container["name"])
-        cgroups = self.host.cgroups
-        spec = ShimSpec(
-            run=run,
-            cwd=launch.cwd,
-            log_path=str(layout.log(name, run)),
-            state_path=str(layout.state(name, run)),
-            exit_path=str(layout.exit(name, run)),
-            shown_argv0=launch.shown_argv0,
-            user=launch.user,
-            log_max_bytes=self.config.log_max_bytes,
-            stdin_fifo=str(layout.fifo(name)) if container.get("stdin") else None,
-            stdin_once=bool(container.get("stdinOnce")),
-            tty=bool(container.get("tty")),
-            cgroups=cgroups.prepare(record.uid, name, container) if cgroups else [],
-            rlimits=self.config.rlimits,
-            netns=str(NETNS_DIR / record.netns) if record.netns else None,
-            hide_netns=self.host.pod_networks,
-        )
-        # What holds or derives from env values ($(VAR) in argv, subPathExpr in mount sources)
-        # goes to memory-backed storage; the shim reads it from there.
-        launch_spec = LaunchSpec(argv=launch.argv, env=launch.env, mounts=launch.mounts)
-        spec.launch_path = str(save_launch(layout, name, run, launch_spec))
-        write_record(layout.spec(name, run), spec)
-        if launch.termination_path == layout.termination(name):
-            layout.termination(name).write_bytes(b"")  # a fresh message for each run
-        return spec, layout.shim_log(name).open("ab")
-
-    async def _run_shim(self, layout: Layout, name: str, run: int, shim_log: IO[bytes]) -> int:
-        """Start the shim of run `run` and wait until it started the container (or failed to);
-        its first stage's exit code. If that takes over SHIM_START_TIMEOUT (TimeoutError), or
-        this task is cancelled, the shim is killed with its whole session first: a late start
-        would run the container next to its next run."""
-        shim = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            SHIM_MODULE,
-            "run",
-            str(layout.spec(name, run)),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=shim_log,
-            cwd=layout.container(name),
-            start_new_session=True,
-        )
-        try:
-            async with asyncio.timeout(SHIM_START_TIMEOUT):
-                return await shim.wait()
-        except BaseException:
-            # The first stage leads a session of its own whose only process group is its pid
-            # (the daemon stays in it; the container leaves it, but dies with the daemon, and
-            # its group is killed below if it got that far). Not reaped yet, so that pid cannot
-            # belong to anyone else.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(shim.pid, signal.SIGKILL)
-            started = RunState.read(layout.state(name, run))
-            if started is not None:
-                signal_group(started, signal.SIGKILL)
-            await shim.wait()
-            raise
 
     def _start_failed(
         self,
