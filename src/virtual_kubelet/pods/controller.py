@@ -84,7 +84,7 @@ class PodController:
             self._api_pods.get,
             lambda key: (tracked := self._tracked.get(key)) is not None and tracked.in_provider,
         )
-        self._deletion = PodDeletion(client, self._lifecycle, self._calls, self._sync_queue)
+        self._deletion = PodDeletion(client, self._lifecycle, self._calls, self._sync_queue, events)
         self._reconciler = Reconciler(
             api_pod=self._api_pods.get,
             tracked=self._tracked,

@@ -2,6 +2,10 @@
 asked to stop the pod, and the API object is removed (grace period 0, uid precondition) when the
 provider reports the pod gone or finished, or when the grace period is over, whichever is first.
 
+A provider that can never delete a pod (`InvalidInput` from `delete_pod`, e.g. a web backend
+without a delete call) does not wedge the deletion: the API object is removed at once, with a
+Warning Event `ProviderDeleteFailed` carrying the provider's message.
+
 Also removes the pods a restarted agent finds in the provider that the API no longer has.
 """
 
@@ -12,10 +16,11 @@ import time
 
 from ..kube.client import KubeClient, path
 from ..kube.errors import ApiError
+from ..kube.events import EventRecorder
 from ..kube.objects import split_key
 from ..kube.timefmt import parse
 from ..kube.workqueue import WorkQueue
-from ..sdk import NotFound, Pod, key_of, uid_of
+from ..sdk import InvalidInput, NotFound, Pod, key_of, uid_of
 from .lifecycle import Op, PodLifecycle, ProviderCalls
 from .status import TERMINAL
 from .tracking import TrackedPod
@@ -49,11 +54,13 @@ class PodDeletion:
         lifecycle: PodLifecycle,
         calls: ProviderCalls,
         sync_queue: WorkQueue,
+        events: EventRecorder | None = None,
     ) -> None:
         self.client = client
         self._lifecycle = lifecycle
         self._calls = calls
         self._sync_queue = sync_queue
+        self._events = events
 
     async def sync(self, key: str, pod: Pod, tracked: TrackedPod) -> None:
         """One step of deleting `pod` (it has a deletionTimestamp). The pod is synced again when
@@ -69,6 +76,17 @@ class PodDeletion:
             try:
                 await self._calls(Op.DELETE_POD, self._lifecycle.delete_pod(pod))
             except NotFound:
+                tracked.in_provider = False
+            except InvalidInput as exc:
+                # Retrying cannot help: remove the API object and say the provider was not told.
+                log.warning("%s: the provider cannot delete it (%s); removing it", key, exc)
+                if self._events is not None:
+                    self._events.emit(
+                        pod,
+                        "Warning",
+                        "ProviderDeleteFailed",
+                        f"removed without the provider stopping it: {exc}",
+                    )
                 tracked.in_provider = False
             tracked.delete_requested = True
         if tracked.in_provider:

@@ -10,7 +10,6 @@ keeps the pod Pending (CreateContainerConfigError / ContainerCreating) until it 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -112,8 +111,12 @@ class Reconciler:
             final = tracked.last_pod or {
                 "metadata": {"namespace": namespace, "name": name, "uid": tracked.uid}
             }
-            with contextlib.suppress(NotFound):
+            try:
                 await self._calls(Op.DELETE_POD, self._lifecycle.delete_pod(final))
+            except NotFound:
+                pass
+            except InvalidInput as exc:  # it can never be deleted there: nothing left to do
+                log.warning("%s: the provider cannot delete it: %s", key, exc)
         if tracked is not None:
             await self._volumes.remove(tracked.uid)
 
