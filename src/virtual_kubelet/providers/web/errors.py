@@ -11,7 +11,8 @@ core retries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ...sdk import ProviderError
 
@@ -21,6 +22,7 @@ __all__ = [
     "BackendUnavailable",
     "BadResponse",
     "Redactor",
+    "env_values",
     "excerpt",
 ]
 
@@ -85,3 +87,15 @@ def excerpt(body: bytes, redact: Redactor | None = None) -> str:
     if len(text) > EXCERPT_CHARS:
         text = text[: EXCERPT_CHARS - 3] + "..."
     return text
+
+
+def env_values(pod: dict[str, Any]) -> Iterator[str]:
+    """Every env value of `pod`'s containers: the agent resolved them, and any may come from a
+    Secret, so none may be echoed back into a message."""
+    spec = pod.get("spec") or {}
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(kind) or []:
+            for var in container.get("env") or []:
+                value = var.get("value") if isinstance(var, dict) else None
+                if isinstance(value, str):
+                    yield value

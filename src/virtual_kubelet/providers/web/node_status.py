@@ -123,9 +123,11 @@ class NodeStatusKeeper:
 async def refresh_forever(
     refresh: Callable[[], Awaitable[None]], keeper: NodeStatusKeeper, interval: float
 ) -> None:
-    """Call `refresh` every `interval` seconds and publish what changed, until cancelled. A
-    `refresh` that raises is logged and tried again next time: this loop never ends by itself."""
+    """Every `interval` seconds (the first time after one interval: the caller has just
+    refreshed), call `refresh` and publish what changed, until cancelled. A `refresh` that raises
+    is logged and tried again next time: this loop never ends by itself."""
     while True:
+        await asyncio.sleep(interval)
         try:
             await refresh()
             keeper.publish()
@@ -133,4 +135,3 @@ async def refresh_forever(
             raise
         except Exception:
             log.exception("refreshing the node status from the backend failed")
-        await asyncio.sleep(interval)
