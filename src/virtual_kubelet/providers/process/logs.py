@@ -1,5 +1,5 @@
-"""Reading the CRI-format log files the shims write: history, follow, and the tail used as a
-termination message.
+"""Reading the CRI-format log files the shims write: which run `kubectl logs` shows, history,
+follow, and the tail used as a termination message.
 
 A record is `<RFC3339Nano> <stdout|stderr> <F|P> <text>\\n`; `P` records are parts of a longer line
 that the next `F` record of the same stream completes. A run's log is `<run>.log` plus, after a
@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ...sdk import LogOptions, format_line, select_history
+from ...sdk import InvalidInput, LogOptions, format_line, select_history
+from .state import ContainerRecord
 
 Line = tuple[datetime.datetime, bytes]
 
@@ -183,6 +184,33 @@ class Follower:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def run_to_show(
+    record: ContainerRecord,
+    *,
+    live: bool,
+    previous: bool,
+    log_exists: Callable[[int], bool],
+    pod: str,
+) -> int:
+    """The run whose log `kubectl logs` shows for the container of `record` (`live`: it has a
+    running run; `previous`: --previous); InvalidInput, with the kubelet's message, if none."""
+    container = record.name
+    if previous:
+        if not record.last_run or not log_exists(record.last_run):
+            raise InvalidInput(
+                f'previous terminated container "{container}" in pod "{pod}" not found'
+            )
+        return record.last_run
+    if (record.state in ("running", "terminated") or live) and record.run:
+        return record.run  # (a run whose postStart hook runs is "waiting" but has a log)
+    if record.last_run:
+        return record.last_run
+    raise InvalidInput(
+        f'container "{container}" in pod "{pod}" is waiting to start: '
+        f"{record.reason or 'ContainerCreating'}"
+    )
 
 
 async def stream_log(

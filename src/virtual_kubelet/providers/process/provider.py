@@ -50,7 +50,7 @@ from .host import describe_node, detect_bind_mounts
 from .ipam import PodAddresses
 from .lifecycle import Lifecycle, clean_up
 from .limits import Cgroups
-from .logs import stream_log
+from .logs import run_to_show, stream_log
 from .network import NetworkError, remove_pod_network
 from .probes import Handlers
 from .runtime import HostSetup, PodRuntime, finish
@@ -189,27 +189,7 @@ class ProcessProvider(Provider):
             layout = Layout(self.root, uid, self.context.pods_dir)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        waiting = "PodInitializing" if init else "ContainerCreating"
-        containers = {
-            str(c["name"]): ContainerRecord(
-                name=str(c["name"]),
-                init=True,
-                image=str(c.get("image") or ""),
-                reason="PodInitializing",
-            )
-            for c in init
-        }
-        containers.update(
-            {
-                str(c["name"]): ContainerRecord(
-                    name=str(c["name"]), image=str(c.get("image") or ""), reason=waiting
-                )
-                for c in app
-            }
-        )
-        record = PodRecord(
-            pod=deep_copy(pod), start_time=rfc3339(), containers=containers, init_done=not init
-        )
+        record = PodRecord.new(deep_copy(pod), start_time=rfc3339())
         if self.addresses.active and not _host_network(pod):
             await self.addresses.set_up(record)
         try:
@@ -371,23 +351,13 @@ class ProcessProvider(Provider):
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
         runtime, record = self._container(namespace, pod, container)
-        if options.previous:
-            run = record.last_run
-            if not run or not runtime.layout.log(container, run).exists():
-                raise InvalidInput(
-                    f'previous terminated container "{container}" in pod "{pod}" not found'
-                )
-        elif (
-            record.state in ("running", "terminated") or container in runtime.runs
-        ) and record.run:
-            run = record.run  # (a run whose postStart hook runs is "waiting" but has a log)
-        elif record.last_run:
-            run = record.last_run
-        else:
-            raise InvalidInput(
-                f'container "{container}" in pod "{pod}" is waiting to start: '
-                f"{record.reason or 'ContainerCreating'}"
-            )
+        run = run_to_show(
+            record,
+            live=container in runtime.runs,
+            previous=options.previous,
+            log_exists=lambda run: runtime.layout.log(container, run).exists(),
+            pod=pod,
+        )
 
         def running() -> bool:
             live = runtime.runs.get(container)

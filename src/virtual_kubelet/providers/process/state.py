@@ -107,6 +107,30 @@ class PodRecord:
     veth: str | None = None
     version: int = RECORD_VERSION
 
+    @classmethod
+    def new(cls, pod: dict[str, Any], start_time: str) -> PodRecord:
+        """The record of a pod just created (`pod` is kept, not copied): every container
+        waiting, the app containers behind the init containers."""
+        spec = pod.get("spec") or {}
+        init = [c for c in spec.get("initContainers") or [] if isinstance(c, dict)]
+        app = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+        waiting = "PodInitializing" if init else "ContainerCreating"
+        containers = {
+            str(c["name"]): ContainerRecord(
+                name=str(c["name"]),
+                init=True,
+                image=str(c.get("image") or ""),
+                reason="PodInitializing",
+            )
+            for c in init
+        }
+        for c in app:
+            name = str(c["name"])
+            containers[name] = ContainerRecord(
+                name=name, image=str(c.get("image") or ""), reason=waiting
+            )
+        return cls(pod=pod, start_time=start_time, containers=containers, init_done=not init)
+
     @property
     def uid(self) -> str:
         return str(self.pod["metadata"]["uid"])
