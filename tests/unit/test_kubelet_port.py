@@ -99,7 +99,7 @@ def test_a_taken_port_names_the_address_and_the_process_holding_it() -> None:
         assert f"127.0.0.1:{port}" in message
         assert "already in use" in message
         assert f"pid {os.getpid()} " in message  # we hold it ourselves here
-        assert port_holder("127.0.0.1", port) is not None
+        assert port_holder(port, "127.0.0.1") is not None
     finally:
         first.close()
 

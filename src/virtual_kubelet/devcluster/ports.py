@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from ..procnet import port_holder
 from . import claims
 
 
@@ -49,43 +50,6 @@ def release(port: int, owner: Path | None = None) -> None:
     claims.release(claims.PORTS, str(port), owner)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    return inodes
-
-
 def holder(port: int) -> str | None:
-    """The process listening on `port`, as `pid N (command line)`, if /proc shows it (the same
-    network namespace, and permission to read the process's file descriptors)."""
-    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    if not sockets:
-        return None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = str(fd.readlink())
-            except OSError:
-                continue
-            if target in sockets:
-                try:
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
-                except OSError:
-                    cmdline = b"?"
-                return f"pid {entry.name} ({cmdline.decode(errors='replace')[:120]})"
-    return None
+    """The process listening on `port`, as `pid N (command line)`, if /proc shows it."""
+    return port_holder(port)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import socket
-from pathlib import Path
+
+from ..procnet import port_holder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _bind(address: str, port: int) -> socket.socket:
 def _explain(address: str, port: int, exc: OSError) -> str:
     where = f"{address}:{port}"
     if exc.errno == errno.EADDRINUSE:
-        holder = port_holder(address, port)
+        holder = port_holder(port, address)
         by = f" by {holder}" if holder else " by another process"
         return (
             f"cannot listen on {where} for the kubelet API: the port is already in use{by}. "
@@ -72,53 +72,6 @@ def _explain(address: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"cannot listen on {where} for the kubelet API: permission denied (a port < 1024?)"
     return f"cannot listen on {where} for the kubelet API: {exc.strerror or exc}"
-
-
-def port_holder(address: str, port: int) -> str | None:
-    """'pid N (command line)' of a process listening on `address:port` (or on all addresses
-    at that port), if /proc shows one this process may look at; None otherwise."""
-    wanted = {ipaddress.ip_address(a) for a in (address, "0.0.0.0", "::")}
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) <= 9 or fields[3] != "0A":  # 0A: LISTEN
-                continue
-            host, _, port_hex = fields[1].rpartition(":")
-            if int(port_hex, 16) == port and _proc_address(host) in wanted:
-                inodes.add(f"socket:[{fields[9]}]")
-    if not inodes:
-        return None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    return f"pid {entry.name} ({_command(entry)})"
-        except OSError:
-            continue  # gone, or not ours to look at
-    return None
-
-
-def _proc_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian) order."""
-    raw = bytes.fromhex(hex_address)
-    host_order = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return ipaddress.ip_address(host_order)
-
-
-def _command(proc: Path) -> str:
-    try:
-        argv = (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    text = " ".join(" ".join(a.decode(errors="replace") for a in argv if a).split())
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def unreachable_reason(address: str) -> str | None:
