@@ -4,14 +4,17 @@ channel frames, stream statuses and the logs query (providers/web/extended_wire.
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from virtual_kubelet.providers.web.extended_wire import (
     PROTOCOL,
+    SUBPROTOCOL,
     BackendCapabilities,
     Channel,
     EventStreamDecoder,
@@ -283,3 +286,33 @@ def test_logs_query_keeps_the_original_tail_and_adds_every_option() -> None:
         "containerName": "c",
         "tail": "0",
     }
+
+
+# --- the OpenAPI description ---------------------------------------------------------------------------
+
+
+def test_the_openapi_file_describes_what_the_code_speaks() -> None:
+    """docs/providers/web-extended.openapi.yaml stays in step with this module."""
+    path = Path(__file__).resolve().parents[2] / "docs/providers/web-extended.openapi.yaml"
+    text = path.read_text()
+    doc = yaml.safe_load(text)
+    original = {"/createPod", "/updatePod", "/deletePod", "/getPod", "/getPodStatus", "/getPods"}
+    original |= {"/getContainerLogs", "/capacity", "/nodeConditions", "/nodeAddresses"}
+    extended = {"/capabilities", "/watch", "/exec", "/attach", "/portForward", "/stats/summary"}
+    assert set(doc["paths"]) == original | extended
+    capabilities = doc["paths"]["/capabilities"]["get"]["responses"]["200"]["content"]
+    example = capabilities["application/json"]["example"]
+    assert example["protocol"] == PROTOCOL
+    assert set(example["features"]) == {f.value for f in Feature}
+    assert SUBPROTOCOL in text
+    for channel in Channel:
+        assert f"| {channel.value}    |" in text, channel  # the channel table
+    logs = doc["paths"]["/getContainerLogs"]["get"]["parameters"]
+    sent = log_query(
+        "ns",
+        "p",
+        "c",
+        LogOptions(True, True, True, 1, 2, since_time=datetime.datetime.now(datetime.UTC)),
+        extended=True,
+    )
+    assert set(sent) | {"sinceSeconds"} == {p["name"] for p in logs}
