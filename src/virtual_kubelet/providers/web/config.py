@@ -16,10 +16,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...sdk import ProviderConfigError, read_mapping, validate
+from ...sdk import ProviderConfigError, QuantityError, parse_quantity, read_mapping, validate
 from .endpoint import Endpoint, EndpointError
 
-__all__ = ["ENDPOINT_ENV", "InterlinkConfig", "TlsConfig", "WebConfig", "load_config"]
+__all__ = [
+    "ENDPOINT_ENV",
+    "InterlinkConfig",
+    "TaintConfig",
+    "TlsConfig",
+    "WebConfig",
+    "load_config",
+]
 
 #: The environment variable the original web provider read its backend URL from.
 ENDPOINT_ENV = "WEB_ENDPOINT_URL"
@@ -48,6 +55,22 @@ class TlsConfig(BaseModel):
         return self
 
 
+class TaintConfig(BaseModel):
+    """A taint put on the node (interLink's `NodeTaints`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1)
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+    def as_taint(self) -> dict[str, str]:
+        taint = {"key": self.key, "effect": self.effect}
+        if self.value:
+            taint["value"] = self.value
+        return taint
+
+
 class InterlinkConfig(BaseModel):
     """Settings that only `mode: interlink` uses."""
 
@@ -60,6 +83,24 @@ class InterlinkConfig(BaseModel):
     status_interval: float = Field(5.0, gt=0)
     #: At most this many pods in one `GET /status` call.
     status_batch_size: int = Field(200, ge=1)
+    #: The node's capacity until the plugin's ping reports its resources (the defaults are
+    #: interLink's).
+    capacity: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "100", "memory": "128Gi", "pods": "100"}
+    )
+    #: Taints put on the node besides the agent's own, e.g. to admit only pods meant for the
+    #: plugin's site. A ping's taints are added to these, never replace them.
+    taints: list[TaintConfig] = Field(default_factory=list)
+
+    @field_validator("capacity")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, quantity in value.items():
+            try:
+                parse_quantity(quantity)
+            except QuantityError:
+                raise ValueError(f"{name}: {quantity!r} is not a quantity") from None
+        return value
 
 
 class WebConfig(BaseModel):
