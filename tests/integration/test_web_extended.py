@@ -2,10 +2,10 @@
 reference backend (examples/web-bridge: pods as local processes), with bearer-token auth.
 
 What a user sees: pod status arrives pushed (nothing polls `/getPodStatus`), `kubectl logs -f`
-(and --previous), `kubectl exec` with stdin, stderr and exit codes, `kubectl exec -it` with resize,
-`kubectl port-forward`, `/stats/summary` through the node proxy, node capacity pushed when the
-backend's changes, and a wrong token refused by the backend and reported by the agent without the
-token.
+(and --previous), `kubectl exec` with stdin, stderr and exit codes, `kubectl exec -it` with
+resize, `kubectl attach`, `kubectl port-forward`, `/stats/summary` through the node proxy, node
+capacity pushed when the backend's changes, and a wrong token refused by the backend and reported
+by the agent without the token.
 """
 
 from __future__ import annotations
@@ -301,6 +301,36 @@ def test_exec_with_tty_and_resize(bridge: BridgeNode) -> None:
         wait_until(lambda: "40 120" in screen(), 30, "the resize to reach the pod's terminal")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_attach_reaches_the_main_process(bridge: BridgeNode) -> None:
+    manifest = pod_manifest("console", bridge.agent.node_name)
+    manifest["spec"]["containers"][0].update(command=["cat"], stdin=True)
+    create(bridge.cluster, bridge.namespace, manifest)
+    wait_until(lambda: bridge.phase("console") == "Running", 60, "the console pod to run")
+    marker = f"attached-{secrets.token_hex(3)}"
+    env = dict(os.environ, KUBECONFIG=str(bridge.cluster.kubeconfig))
+    attached = subprocess.Popen(
+        [kubectl_path(), "attach", "-i", "console", "-n", bridge.namespace],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert attached.stdin is not None
+        assert attached.stdout is not None
+        attached.stdin.write(f"{marker}\n".encode())
+        attached.stdin.flush()
+        seen = b""
+        while marker.encode() not in seen:  # cat echoed our line: it went in and came out
+            line = attached.stdout.readline()
+            assert line, "attach ended before the echo"
+            seen += line
+    finally:
+        attached.kill()
+        attached.wait(10)
+    assert marker in bridge.kubectl("logs", "console").stdout
 
 
 def test_port_forward_carries_data_both_ways(bridge: BridgeNode) -> None:
