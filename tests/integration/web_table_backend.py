@@ -3,7 +3,8 @@ section 1 and deliberately unlike the reference backend: the standard library's 
 thread per request, pods in a dict (lost on restart), no `/getPod`, `/updatePod` taken as POST only,
 and Flask's reason phrase on every 404 (`404 NOT FOUND`).
 
-Run: `python web_table_backend.py PORT`. Test-only controls (never called by the agent):
+Pods may steer it with annotations: `table.test/exit-code` (its containers have exited with that
+code) and `table.test/log-line` (its log is that one line). Run: `python web_table_backend.py PORT`. Test-only controls (never called by the agent):
 `POST /_test/fault` with `{"route": "/createPod", "mode": "500"|"garbage"|"hang"|"missing"|"ok",
 "times": N}` (N = how many requests it affects, 0 = until changed) and `GET /_test/pods`.
 """
@@ -22,6 +23,47 @@ PODS: dict[str, dict[str, Any]] = {}
 FAULTS: dict[str, dict[str, Any]] = {}
 LOCK = threading.Lock()
 LOG_LINES = [f"line {i} of the backend's log" for i in range(1, 11)]
+
+
+def status_for(pod: dict[str, Any]) -> dict[str, Any]:
+    """Containers run at once; with annotation `table.test/exit-code` they have already exited
+    with that code (the pod Succeeded or Failed)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    exit_code = (pod["metadata"].get("annotations") or {}).get("table.test/exit-code")
+    if exit_code is None:
+        state: dict[str, Any] = {"running": {"startedAt": now}}
+        phase, ready = "Running", True
+    else:
+        code = int(exit_code)
+        state = {"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now}}
+        phase, ready = ("Succeeded" if code == 0 else "Failed"), False
+    with LOCK:
+        ip = f"10.77.{len(PODS) // 250}.{len(PODS) % 250 + 2}"
+    flag = "True" if ready else "False"
+    return {
+        "phase": phase,
+        "startTime": now,
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [
+            {"type": "Ready", "status": flag},
+            {"type": "ContainersReady", "status": flag},
+            {"type": "Initialized", "status": "True"},
+            {"type": "PodScheduled", "status": "True"},
+        ],
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "table://" + c["image"],
+                "containerID": f"table://{pod['metadata']['uid']}/{c['name']}",
+                "ready": ready,
+                "restartCount": 0,
+                "state": state,
+            }
+            for c in pod["spec"]["containers"]
+        ],
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -98,28 +140,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self._fault(path):
             pass
         elif path == "/createPod":
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            body["status"] = {
-                "phase": "Running",
-                "startTime": now,
-                "conditions": [
-                    {"type": "Ready", "status": "True"},
-                    {"type": "ContainersReady", "status": "True"},
-                    {"type": "Initialized", "status": "True"},
-                    {"type": "PodScheduled", "status": "True"},
-                ],
-                "containerStatuses": [
-                    {
-                        "name": c["name"],
-                        "image": c["image"],
-                        "imageID": "table://" + c["image"],
-                        "ready": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": now}},
-                    }
-                    for c in body["spec"]["containers"]
-                ],
-            }
+            body["status"] = status_for(body)
             with LOCK:
                 PODS[self._key(body)] = body
             self._send(200)  # body ignored by the agent
@@ -179,7 +200,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._not_found()
                 return
             tail = int(query.get("tail", "0"))
-            lines = LOG_LINES[-tail:] if tail else LOG_LINES
+            with LOCK:
+                annotations = (
+                    PODS[f"{query['namespace']}/{query['podName']}"]["metadata"].get("annotations")
+                    or {}
+                )
+            own = annotations.get("table.test/log-line")
+            lines = [own] if own else LOG_LINES[-tail:] if tail else LOG_LINES
             data = "".join(f"{query['containerName']}: {line}\n" for line in lines).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
