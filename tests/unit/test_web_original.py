@@ -386,3 +386,10 @@ def test_configuration_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("mode: soap\nurl: http://x\n")
     with pytest.raises(ProviderConfigError, match="mode: Input should be"):
         load_config(path, {})
+
+
+def test_the_example_config_file_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "web" / "web-provider.yaml"
+    config = load_config(example, {})
+    assert config.mode == "web"
+    assert config.endpoint().url("/capacity") == "http://127.0.0.1:3000/capacity"
