@@ -10,6 +10,10 @@ of interLink 0.6.2, `pkg/interlink/types.go`): aiohttp on a unix socket, behind 
 - `POST /delete`: the pod -> gone.
 - `GET /_test/state` (test only): what the plugin was sent.
 
+Pods may steer it with annotations: `plugin.test/exit-code` (its containers have exited with
+that code), `plugin.test/log-line` (its log is that one line) and `plugin.test/report`
+(`MOUNT|KEY`: its log is its env and the key of the ConfigMap mounted at MOUNT, as received).
+
 Run: `python interlink_test_plugin.py SOCKET TOKEN_FILE`.
 """
 
@@ -67,6 +71,11 @@ async def create(request: web.Request) -> web.Response:
 
 def status_of(pod: dict[str, Any], jid: str) -> dict[str, Any]:
     spec = pod["spec"]
+    exit_code = (pod["metadata"].get("annotations") or {}).get("plugin.test/exit-code")
+    if exit_code is None:
+        state: dict[str, Any] = {"running": {"startedAt": RUN_STARTED}}
+    else:
+        state = {"terminated": {"exitCode": int(exit_code), "startedAt": RUN_STARTED}}
     return {
         "name": pod["metadata"]["name"],
         "UID": pod["metadata"]["uid"],
@@ -77,7 +86,7 @@ def status_of(pod: dict[str, Any], jid: str) -> dict[str, Any]:
             for c in spec.get("initContainers") or []
         ],
         "containers": [
-            {"name": c["name"], "state": {"running": {"startedAt": RUN_STARTED}}, "ready": True}
+            {"name": c["name"], "state": state, "ready": exit_code is None}
             for c in spec["containers"]
         ],
     }
@@ -123,13 +132,36 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     if query["PodUID"] not in PODS:
         return web.Response(status=404, text="no such pod")
     tail = query["Opts"]["Tail"]
-    lines = LINES[-tail:] if tail else LINES
+    own = (PODS[query["PodUID"]]["pod"]["metadata"].get("annotations") or {}).get(
+        "plugin.test/log-line"
+    )
+    report = (PODS[query["PodUID"]]["pod"]["metadata"].get("annotations") or {}).get(
+        "plugin.test/report"
+    )
+    if report:
+        lines = reported_lines(PODS[query["PodUID"]], query["ContainerName"], *report.split("|"))
+    else:
+        lines = [own] if own else LINES[-tail:] if tail else LINES
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)
     for line in lines:
         await response.write(f"{query['ContainerName']}: {line}\n".encode())
     await response.write_eof()
     return response
+
+
+def reported_lines(kept: dict[str, Any], container: str, mount_path: str, key: str) -> list[str]:
+    """The container's env (`NAME=value`) and the key of the ConfigMap mounted at `mount_path`,
+    as the plugin received them."""
+    spec = kept["pod"]["spec"]
+    (found,) = [c for c in spec["containers"] if c["name"] == container]
+    lines = [f"{e['name']}={e.get('value', '')}" for e in found.get("env") or []]
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for mount in found.get("volumeMounts") or []:
+        config_map = volumes.get(mount["name"], {}).get("configMap")
+        if mount["mountPath"] == mount_path and config_map:
+            lines.append(kept["received"]["configMaps"][config_map["name"]][key])
+    return lines
 
 
 async def delete(request: web.Request) -> web.Response:
