@@ -10,7 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
+from virtual_kubelet.providers import registry
+from virtual_kubelet.providers.web.interlink import InterlinkProvider
 from virtual_kubelet.providers.web.interlink_state import ENV_AT_REST, Journal
 from virtual_kubelet.providers.web.interlink_wire import (
     log_request,
@@ -20,7 +23,9 @@ from virtual_kubelet.providers.web.interlink_wire import (
     retrieved_pod_data,
     sensitive_values,
 )
-from virtual_kubelet.sdk import SPEC_HASH_ANNOTATION, LogOptions
+from virtual_kubelet.sdk import SPEC_HASH_ANNOTATION, LogOptions, ProviderContext
+
+from .test_web_transport import Server, free_port, run
 
 START = "2026-01-01T00:00:00Z"
 
@@ -240,3 +245,68 @@ def test_the_journal_keeps_jids_but_never_env_values(tmp_path: Path) -> None:
     assert pod["spec"]["containers"][0]["env"] == [{"name": "PW", "value": ""}]
     # A stale spec hash makes the agent send the pod (with its env) again.
     assert pod["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == ENV_AT_REST
+
+
+# --- the provider against a plugin ---------------------------------------------------------------
+
+
+def test_array_create_bodies_batched_status_and_answers_without_a_jid(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async def create(request: web.Request) -> web.Response:
+            return web.Response(status=201, text="Pod created")  # no CreateStruct, not 200
+
+        async def status(request: web.Request) -> web.Response:
+            pods = await request.json()
+            return web.json_response(
+                [
+                    {
+                        "name": p["metadata"]["name"],
+                        "UID": p["metadata"]["uid"],
+                        "namespace": "ns",
+                        "JID": "x",
+                        "containers": [running("main")],
+                    }
+                    for p in pods
+                ]
+            )
+
+        server = Server({("POST", "/create"): create, ("GET", "/status"): status})
+        port = free_port()
+        await server.start(port)
+        config = tmp_path / "il.yaml"
+        config.write_text(
+            f"mode: interlink\nurl: http://127.0.0.1:{port}\n"
+            "interlink: {create_body: array, status_batch_size: 2, status_interval: 3600}\n"
+        )
+        context = ProviderContext(
+            "n", "linux", "198.18.0.9", 10250, config_path=config, state_dir=tmp_path
+        )
+        provider = registry.create("web", context)
+        assert isinstance(provider, InterlinkProvider)
+        pushed: list[dict[str, Any]] = []
+        provider.notify_pods(pushed.append)
+        await provider.start()
+        try:
+            for i in range(3):
+                pod = make_pod()
+                pod["metadata"].update(name=f"p{i}", uid=f"u-{i}")
+                await provider.create_pod(pod)
+            creates = [orjson.loads(b) for m, p, _, b in server.seen if p == "/create"]
+            assert all(isinstance(body, list) and len(body) == 1 for body in creates)
+            assert pushed[0]["status"]["phase"] == "Pending"
+            assert pushed[0]["metadata"]["annotations"]["JobID"] == "u-0"  # the UID stands in
+
+            # (A create also wakes the provider's own poller: polls may have run already.)
+            await provider.poll_statuses()
+            batches = [orjson.loads(b) for m, p, _, b in server.seen if p == "/status"]
+            assert max(len(batch) for batch in batches) == 2
+            phases = {p["metadata"]["name"]: p["status"]["phase"] for p in pushed}
+            assert phases == {"p0": "Running", "p1": "Running", "p2": "Running"}
+            count = len(pushed)
+            await provider.poll_statuses()
+            assert len(pushed) == count  # nothing changed, nothing pushed
+        finally:
+            await provider.stop()
+            await server.stop()
+
+    run(scenario())
