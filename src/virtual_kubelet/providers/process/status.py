@@ -9,6 +9,7 @@ import datetime
 from typing import Any
 
 from ...sdk import rfc3339
+from ...sdk.restart_policy import go_duration as go_duration  # moved to the SDK
 from .state import ContainerRecord, PodRecord
 
 TERMINAL = ("Succeeded", "Failed")
@@ -16,18 +17,6 @@ TERMINAL = ("Succeeded", "Failed")
 
 def timestamp(epoch: float) -> str:
     return rfc3339(datetime.datetime.fromtimestamp(epoch, datetime.UTC))
-
-
-def go_duration(seconds: float) -> str:
-    """A duration as Go prints it (the kubelet's back-off messages): 10s, 1m20s, 5m0s, 500ms."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    minutes, rest = divmod(seconds, 60)
-    text = f"{round(rest, 3):g}s"
-    if minutes >= 60:
-        hours, minutes = divmod(int(minutes), 60)
-        return f"{hours}h{int(minutes)}m{text}"
-    return f"{int(minutes)}m{text}" if minutes else text
 
 
 def containers_of(pod: dict[str, Any], kind: str) -> list[dict[str, Any]]:
