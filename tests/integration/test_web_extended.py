@@ -53,8 +53,9 @@ while True:
 class ReferenceBackend:
     """`python -m web_bridge_backend` as a child process, on a port it chose."""
 
-    def __init__(self, workdir: Path, token: str) -> None:
+    def __init__(self, workdir: Path, token: str, port: int = 0) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port
         self.token_file = workdir / "backend-token"
         self.token_file.write_text(token + "\n")
         self.node_file = workdir / "node.json"
@@ -72,7 +73,7 @@ class ReferenceBackend:
                 "-m",
                 "web_bridge_backend",
                 "--listen",
-                "127.0.0.1:0",
+                f"127.0.0.1:{self.port}",
                 "--token-file",
                 str(self.token_file),
                 "--node-file",
@@ -91,6 +92,7 @@ class ReferenceBackend:
         line = self.process.stdout.readline()
         assert line.startswith("listening on "), self.log_path.read_text()
         self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:
@@ -210,6 +212,53 @@ def test_node_capacity_follows_the_backend(bridge: BridgeNode) -> None:
         return status["capacity"].get("cpu") == "12" and status["capacity"].get("pods") == "50"
 
     wait_until(capacity, 30, "the pushed capacity on the Node")
+
+
+def test_a_restarted_backend_is_resynced_and_gets_its_pods_back(
+    devcluster: DevCluster, start_agent: AgentFactory, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The reference backend keeps pods in memory: restarted, it has none. The agent's status
+    stream reconnects, its snapshot shows the pod missing, and the agent creates it again."""
+    token = secrets.token_urlsafe(16)
+    backend = ReferenceBackend(tmp_path / "backend", token).start()
+    try:
+        (tmp_path / "token").write_text(token)
+        agent = start_agent(
+            provider="web",
+            provider_config={
+                "mode": "extended",
+                "url": backend.url,
+                "token_file": str(tmp_path / "token"),
+            },
+        )
+        manifest = pod_manifest("survivor", agent.node_name)
+        manifest["spec"]["containers"][0]["command"] = ["sleep", "3600"]
+        create(devcluster, kube_namespace, manifest)
+
+        def running_in_backend() -> bool:
+            status, body = backend.get("/getPods", token)
+            return status == 200 and [p["metadata"]["name"] for p in json.loads(body)] == [
+                "survivor"
+            ]
+
+        wait_until(running_in_backend, 60, "the pod in the backend")
+        backend.stop()  # its pods stop with it
+        backend.start()  # same port, no pods
+        wait_until(running_in_backend, 60, "the pod given back to the restarted backend")
+        assert "creating it there again" in agent.log()
+        seen: list[Any] = [None]
+
+        def running_again() -> bool:
+            seen[0] = (pod(devcluster, kube_namespace, "survivor") or {}).get("status")
+            return bool(seen[0]) and seen[0].get("phase") == "Running"
+
+        try:
+            wait_until(running_again, 60, "the pod Running again")
+        except AssertionError:
+            raise AssertionError(f"pod status {seen}; agent log:\n{agent.log()[-4000:]}") from None
+        assert backend.requests(token).get("/getPodStatus", 0) == 0
+    finally:
+        backend.stop()
 
 
 # --- logs ------------------------------------------------------------------------------------------------

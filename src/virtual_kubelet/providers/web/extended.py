@@ -99,6 +99,8 @@ class ExtendedWebProvider(WebProvider):
         self._latest: dict[str, Pod] = {}
         self._stream: StatusStream | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        #: Pods being given back to a backend that lost them.
+        self._recreating: dict[str, asyncio.Task[None]] = {}
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -138,6 +140,9 @@ class ExtendedWebProvider(WebProvider):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stream_task
             self._stream_task = None
+        for task in self._recreating.values():
+            task.cancel()
+        await asyncio.gather(*self._recreating.values(), return_exceptions=True)
         await super().stop()
 
     async def _read_capabilities(self) -> BackendCapabilities:
@@ -216,11 +221,30 @@ class ExtendedWebProvider(WebProvider):
         key = key_of(pod)
         if "status" in pod:
             self._latest[key] = pod
+            self._seen.add(key)
             self._note_phase(key, pod["status"])
         else:
             self._latest.pop(key, None)
+            if self._lost_by_backend(key) and key not in self._recreating:
+                # As when polled (WebProvider.get_pod_status): the backend lost a pod that ran
+                # there and is not finished (it restarted with its state in memory). Give it
+                # back rather than lose it.
+                self._recreating[key] = asyncio.create_task(self._recreate(key))
+                return
         if self._notify is not None:
             self._notify(pod)
+
+    async def _recreate(self, key: str) -> None:
+        log.warning("the backend no longer has running pod %s; creating it there again", key)
+        try:
+            await self.create_pod(self._pods[key])
+        except Exception as exc:  # reported like a polled pod that is gone: the core looks again
+            log.warning("giving pod %s back to the backend failed: %s", key, exc)
+            namespace, _, name = key.partition("/")
+            if self._notify is not None:
+                self._notify({"metadata": {"namespace": namespace, "name": name}})
+        finally:
+            self._recreating.pop(key, None)
 
     def _node_pushed(self, doc: Mapping[str, Any]) -> None:
         """A `node` event: parsed as the node endpoints' answers are, applied, published."""
