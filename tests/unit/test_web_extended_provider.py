@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from virtual_kubelet.providers.web.config import WebConfig
+from virtual_kubelet.providers.web.config import WebConfig, load_config
 from virtual_kubelet.providers.web.errors import BackendError, BackendUnavailable, BadResponse
-from virtual_kubelet.providers.web.extended import ExtendedWebProvider
+from virtual_kubelet.providers.web.extended import ExtendedConfig, ExtendedWebProvider
 from virtual_kubelet.providers.web.extended_wire import PROTOCOL, SUBPROTOCOL
 from virtual_kubelet.sdk import (
     Capabilities,
@@ -283,3 +283,9 @@ def test_exec_errors_reach_the_client_as_sdk_errors(tmp_path: Path) -> None:
             await run("garbage")
 
     run_with(tmp_path, {"/capabilities": capabilities("exec"), "/exec": exec_}, check)
+
+
+def test_the_example_config_shows_the_extended_defaults() -> None:
+    example = Path(__file__).parents[2] / "examples" / "web" / "web-provider.yaml"
+    config = load_config(example, {})
+    assert ExtendedConfig.model_validate(config.extended) == ExtendedConfig()
