@@ -198,6 +198,7 @@ class ExtendedWebProvider(WebProvider):
         )
 
     async def ping(self) -> None:
+        await super().ping()
         stream = self._stream
         if stream is None or stream.down_since is None:
             return

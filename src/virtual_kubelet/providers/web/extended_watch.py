@@ -79,6 +79,9 @@ class StatusStream:
                 error = f"no event or heartbeat for {self.stale_after:g} s"
             except (ProviderError, NotFound, WireError, OSError) as exc:
                 error = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug here must not end the stream for good
+                log.exception("status stream GET /watch failed unexpectedly")
+                error = f"{type(exc).__name__}: {exc}"
             if self._synced.is_set():
                 delays = self._backoff.delays()  # it was up: start the back-off afresh
                 self.down_since = time.monotonic()
