@@ -70,8 +70,15 @@ async def exec_in(
     cwd = container.spec.get("workingDir") or record.workdir
     master = slave = -1
     try:
+        first: bytes | None = None
         if tty:
+            # The client sends the terminal's size first: wait a moment for it, so the command
+            # starts on a terminal of the right size (a quick `stty size` would say 0 0).
+            first = await _first_message(ws, 1.0)
             master, slave = pty.openpty()
+            if first is not None and first[0] == RESIZE:
+                _set_size(master, first[1:])
+                first = None
             process = await asyncio.create_subprocess_exec(
                 *command,
                 env={**env, "TERM": "xterm"},
@@ -106,7 +113,7 @@ async def exec_in(
         return ws
     try:
         if tty:
-            code = await _run_on_terminal(ws, process, master)
+            code = await _run_on_terminal(ws, process, master, first)
         else:
             code = await _run_on_pipes(ws, process)
     finally:
@@ -159,8 +166,29 @@ async def _run_on_pipes(
             await asyncio.gather(reader, outputs, return_exceptions=True)
 
 
+async def _first_message(ws: web.WebSocketResponse, timeout: float) -> bytes | None:
+    try:
+        message = await ws.receive(timeout)
+    except TimeoutError:
+        return None
+    return message.data if message.type == WSMsgType.BINARY and message.data else None
+
+
+def _set_size(master: int, payload: bytes) -> None:
+    try:
+        size = json.loads(payload)
+        winsize = struct.pack("HHHH", int(size["height"]), int(size["width"]), 0, 0)
+    except (ValueError, KeyError, TypeError, struct.error):
+        log.warning("exec: ignored a resize that is not {width, height}: %r", payload[:80])
+        return
+    fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
+
+
 async def _run_on_terminal(
-    ws: web.WebSocketResponse, process: asyncio.subprocess.Process, master: int
+    ws: web.WebSocketResponse,
+    process: asyncio.subprocess.Process,
+    master: int,
+    first: bytes | None,
 ) -> int | None:
     loop = asyncio.get_running_loop()
     output: asyncio.Queue[bytes] = asyncio.Queue()
@@ -183,18 +211,26 @@ async def _run_on_terminal(
         while data := await output.get():
             await ws.send_bytes(frame(STDOUT, data))
 
-    def on_input(channel: int, payload: bytes) -> None:
-        if channel == STDIN:
-            with contextlib.suppress(OSError):
-                os.write(master, payload)
-        elif channel == RESIZE:
-            size = json.loads(payload)
-            winsize = struct.pack("HHHH", int(size["height"]), int(size["width"]), 0, 0)
-            fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
-        elif channel == CLOSE and payload == bytes([STDIN]):
-            with contextlib.suppress(OSError):
-                os.write(master, b"\x04")  # end of input on a terminal is ^D
+    async def write_all(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(master, view) :]
+            except BlockingIOError:  # the terminal's input buffer is full: let it drain
+                await asyncio.sleep(0.01)
+            except OSError:
+                return  # the terminal is gone; the status follows
 
+    async def on_input(channel: int, payload: bytes) -> None:
+        if channel == STDIN:
+            await write_all(payload)
+        elif channel == RESIZE:
+            _set_size(master, payload)
+        elif channel == CLOSE and payload == bytes([STDIN]):
+            await write_all(b"\x04")  # end of input on a terminal is ^D
+
+    if first is not None:  # a message that came while the command was starting
+        await on_input(first[0], first[1:])
     pumping = asyncio.create_task(pump())
     reader = asyncio.create_task(_read_client(ws, on_input))
     try:
