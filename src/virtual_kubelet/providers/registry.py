@@ -17,6 +17,8 @@ from ..sdk import Provider, ProviderContext
 ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 
 BUILTIN: dict[str, str] = {
+    "cri": "virtual_kubelet.providers.cri:CriProvider",
+    "kubernetes": "virtual_kubelet.providers.kubernetes:KubernetesProvider",
     "mock": "virtual_kubelet.providers.mock:MockProvider",
     "process": "virtual_kubelet.providers.process:ProcessProvider",
     "web": "virtual_kubelet.providers.web:web_provider",

@@ -1,0 +1,147 @@
+"""`--provider-config` of the `kubernetes` provider: where the target cluster is, how source
+namespaces map to target namespaces, who we are (the cluster identity written into labels), how
+pods are rewritten for the target, and an optional capacity override. Unknown keys are refused so
+a typo never falls back to a default silently; every error names the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ...sdk import ProviderConfigError, QuantityError, parse_quantity, read_mapping, validate
+
+__all__ = [
+    "CapacityConfig",
+    "ClusterConfig",
+    "KubernetesConfig",
+    "NamespaceConfig",
+    "PodRewriteConfig",
+    "load_config",
+]
+
+_LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ClusterConfig(BaseModel):
+    """How to reach one API server: a kubeconfig file and, optionally, one of its contexts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+class NamespaceConfig(BaseModel):
+    """Source namespace -> target namespace. `map` wins; otherwise `template` with `{namespace}`
+    and `{cluster}` (the cluster identity): `"{namespace}"` keeps the name, `"{namespace}-{cluster}"`
+    adds a suffix. With `map_only`, a namespace missing from `map` is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = "{namespace}"
+    map: dict[str, str] = Field(default_factory=dict)
+    map_only: bool = False
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{namespace}" not in value:
+            raise ValueError("must contain {namespace} (every source namespace needs its own)")
+        try:
+            value.format(namespace="x", cluster="y")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{namespace}} and {{cluster}} may be used ({exc})") from None
+        return value
+
+    @field_validator("map")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            if not _LABEL_VALUE.match(target) or len(target) > 63:
+                raise ValueError(f"{source!r} -> {target!r}: not a valid namespace name")
+        return value
+
+
+class PodRewriteConfig(BaseModel):
+    """What changes on the way to the target. Our node's scheduling constraints never travel
+    (its taint's toleration, nodeName, node affinity, nodeSelector keys naming it); these add the
+    target's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Tolerations added to every pod in the target.
+    tolerations: list[dict[str, object]] = Field(default_factory=list)
+    #: nodeSelector entries added to every pod in the target.
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    #: Toleration keys removed (besides `virtual-kubelet.io/provider`, our node's own taint).
+    remove_toleration_keys: list[str] = Field(default_factory=list)
+    #: nodeSelector keys removed (besides `kubernetes.io/hostname`, `type` and `kubernetes.io/role`).
+    remove_node_selector_keys: list[str] = Field(default_factory=list)
+    #: The service-account token the pod gets in the target: `target` (the target namespace's
+    #: `default` service account, injected by the target's admission) or `none` (no token).
+    service_account: Literal["target", "none"] = "target"
+
+
+class CapacityConfig(BaseModel):
+    """Fixed capacity advertised instead of the target's Ready nodes' (a quota)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str
+    memory: str
+    pods: int = Field(default=110, ge=1)
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        try:
+            parse_quantity(value)
+        except QuantityError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class KubernetesConfig(BaseModel):
+    """The whole `--provider-config` of the `kubernetes` provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The cluster the pods run in.
+    target: ClusterConfig
+    #: The cluster our node is in (its ConfigMaps and Secrets are reflected). Default: the
+    #: agent's own ($KUBECONFIG, ~/.kube/config, or in-cluster).
+    source: ClusterConfig = Field(default_factory=ClusterConfig)
+    #: This cluster's identity in labels and annotations of what we create in the target.
+    cluster_id: str
+    namespaces: NamespaceConfig = Field(default_factory=NamespaceConfig)
+    pods: PodRewriteConfig = Field(default_factory=PodRewriteConfig)
+    capacity: CapacityConfig | None = None
+    #: How often the capacity is recomputed from the target's nodes and pods (seconds).
+    capacity_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _cluster_id(cls, value: str) -> str:
+        if not _LABEL_VALUE.match(value) or len(value) > 30:
+            raise ValueError(
+                "must be 1-30 lowercase letters, digits or '-' (it goes into label values)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _target_named(self) -> KubernetesConfig:
+        if self.target.kubeconfig is None:
+            raise ValueError("target.kubeconfig is required (the target cluster's kubeconfig)")
+        return self
+
+
+def load_config(path: Path | None) -> KubernetesConfig:
+    """The validated configuration; ProviderConfigError naming what is wrong."""
+    if path is None:
+        raise ProviderConfigError(
+            "the kubernetes provider needs --provider-config (target.kubeconfig, cluster_id)"
+        )
+    return validate(KubernetesConfig, read_mapping(path), path)

@@ -1,0 +1,327 @@
+"""The `kubernetes` provider: pods bound to this virtual node run in another cluster.
+
+Create rewrites the pod for its target namespace (rewrite.py) after reflecting the ConfigMaps and
+Secrets it uses (reflection.py); status comes back through one shared watch of our remote pods
+(remote_pods.py); deletion, adoption after a restart and the node's health and capacity all go
+through the owner label, so nothing this node did not create is ever touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ...sdk import (
+    InvalidInput,
+    LogOptions,
+    Node,
+    NodeCallback,
+    NotFound,
+    Pod,
+    PodCallback,
+    Provider,
+    ProviderConfigError,
+    ProviderContext,
+    ProviderError,
+    deep_copy,
+    key_of,
+    uid_of,
+)
+from ...sdk.kube_api import (
+    ApiError,
+    ConfigError,
+    KubeClient,
+    from_kubeconfig,
+    load_client_config,
+    path,
+)
+from .capacity import target_capacity
+from .config import KubernetesConfig, load_config
+from .naming import OWNER_LABEL, SOURCE_UID, NamespaceMapper, owner_value
+from .reflection import ObjectReflection
+from .remote_pods import RemotePods
+from .rewrite import references, target_pod
+from .streams import TargetStreams
+
+__all__ = ["KubernetesProvider"]
+
+log = logging.getLogger(__name__)
+
+#: How long list_pods waits for the first listing of the target's pods.
+_SYNC_TIMEOUT = 30.0
+#: Statuses from the target that no retry can fix (the pod as rewritten is refused).
+_PERMANENT = {400, 403, 422}
+
+
+class KubernetesProvider(Provider):
+    """Runs pods in a target Kubernetes cluster (multi-cluster offloading)."""
+
+    description = "Pods run in another Kubernetes cluster (offloading, bursting)."
+
+    def __init__(self, context: ProviderContext, config: KubernetesConfig | None = None) -> None:
+        super().__init__(context)
+        self.config = config or load_config(context.config_path)
+        try:
+            assert self.config.target.kubeconfig is not None
+            self._target_config = from_kubeconfig(
+                self.config.target.kubeconfig, self.config.target.context
+            )
+            source = self.config.source
+            self._source_config = load_client_config(
+                str(source.kubeconfig) if source.kubeconfig else None, source.context
+            )
+        except ConfigError as exc:
+            raise ProviderConfigError(f"kubernetes provider: {exc}") from None
+        self.owner = owner_value(self.config.cluster_id, context.node_name)
+        self.namespaces = NamespaceMapper(self.config.namespaces, self.config.cluster_id)
+        self._target: KubeClient | None = None
+        self._source: KubeClient | None = None
+        self._remote: RemotePods | None = None
+        self._reflection: ObjectReflection | None = None
+        self._streams: TargetStreams | None = None
+        self._node_callback: NodeCallback | None = None
+        self._capacity: dict[str, str] | None = None
+        self._capacity_task: asyncio.Task[None] | None = None
+        self._adopted = False
+        self._node: Node | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._target = KubeClient(self._target_config, name="target", request_timeout=30)
+        self._source = KubeClient(self._source_config, name="source", request_timeout=30)
+        self._streams = TargetStreams(self._target_config)
+        self._reflection = ObjectReflection(
+            self._source, self._target, self.owner, self.config.cluster_id
+        )
+        self._remote = RemotePods(
+            self._target, self.owner, self.context.internal_ip, self._reflection.release
+        )
+        self._remote.start()
+        self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity())
+        log.info(
+            "kubernetes provider: target %s, owner label %s=%s",
+            self._target_config.source,
+            OWNER_LABEL,
+            self.owner,
+        )
+
+    async def stop(self) -> None:
+        if self._capacity_task is not None:
+            self._capacity_task.cancel()
+            await asyncio.gather(self._capacity_task, return_exceptions=True)
+        for part in (self._remote, self._reflection, self._streams, self._target, self._source):
+            if part is not None:
+                await part.close()
+
+    @property
+    def remote(self) -> RemotePods:
+        assert self._remote is not None, "start() first"
+        return self._remote
+
+    @property
+    def target(self) -> KubeClient:
+        assert self._target is not None, "start() first"
+        return self._target
+
+    @property
+    def reflection(self) -> ObjectReflection:
+        assert self._reflection is not None, "start() first"
+        return self._reflection
+
+    def notify_pods(self, callback: PodCallback) -> None:
+        self.remote.notify(callback)
+
+    def wants_volume_files(self) -> bool:
+        return False  # ConfigMaps and Secrets are reflected into the target, not written here
+
+    # --- pods -------------------------------------------------------------------------------------
+
+    async def create_pod(self, pod: Pod) -> None:
+        key = key_of(pod)
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        target_ns = self.namespaces.target(namespace)
+        existing = self.remote.get(key)
+        if existing is not None and existing["metadata"]["labels"].get(SOURCE_UID) == uid_of(pod):
+            return  # already there (adopted, or a retried create that had succeeded)
+        assert self._source is not None
+        try:
+            original = await self._source.get(path("v1", "pods", namespace, name))
+        except ApiError as exc:
+            if exc.not_found:
+                raise NotFound(f"pod {key} is gone from the source cluster") from None
+            raise
+        if uid_of(original) != uid_of(pod):
+            raise NotFound(f"pod {key} was replaced in the source cluster")
+        body = target_pod(
+            original,
+            pod,
+            namespace=target_ns,
+            owner=self.owner,
+            cluster_id=self.config.cluster_id,
+            rewrite=self.config.pods,
+        )
+        # What the rewritten pod references (the source's token volume, and with it the source's
+        # kube-root-ca.crt, is gone by now).
+        await self.reflection.ensure(key, namespace, target_ns, references(body))
+        try:
+            await self.target.create(path("v1", "pods", target_ns), body)
+        except ApiError as exc:
+            if exc.conflict:
+                await self._name_taken(key, pod, target_ns)
+                return
+            if exc.status in _PERMANENT and "service account" not in exc.message:
+                raise InvalidInput(f"the target cluster refused pod {key}: {exc.message}") from None
+            raise
+        log.info("pod %s created in the target as %s/%s", key, target_ns, name)
+
+    async def _name_taken(self, key: str, pod: Pod, target_ns: str) -> None:
+        name = pod["metadata"]["name"]
+        remote = await self.target.get(path("v1", "pods", target_ns, name))
+        labels = remote["metadata"].get("labels") or {}
+        if labels.get(OWNER_LABEL) != self.owner:
+            raise InvalidInput(
+                f"a pod {target_ns}/{name} that this node did not create exists in the target "
+                "cluster; it is left untouched"
+            )
+        if labels.get(SOURCE_UID) == uid_of(pod):
+            return  # ours, from an earlier attempt: adopt it
+        # An earlier pod of the same name (an older UID) is still there: remove it, retry later.
+        await self._delete_remote(target_ns, name, remote["metadata"]["uid"], grace=None)
+        raise ProviderError(f"the previous pod {key} is still terminating in the target cluster")
+
+    async def update_pod(self, pod: Pod) -> None:
+        remote = self.remote.get(key_of(pod))
+        if remote is None:
+            raise NotFound(key_of(pod))
+        meta = pod["metadata"]
+        patch: dict[str, Any] = {
+            "metadata": {
+                "labels": {**(meta.get("labels") or {})},
+                "annotations": {**(meta.get("annotations") or {})},
+            }
+        }
+        patch["spec"] = {
+            "containers": [
+                {"name": c["name"], "image": c["image"]} for c in pod["spec"]["containers"]
+            ]
+        }
+        await self.target.patch(
+            path("v1", "pods", remote["metadata"]["namespace"], remote["metadata"]["name"]),
+            patch,
+            "strategic",
+        )
+
+    async def delete_pod(self, pod: Pod) -> None:
+        key = key_of(pod)
+        remote = self.remote.get(key)
+        if remote is None or (remote["metadata"].get("labels") or {}).get(SOURCE_UID) != uid_of(
+            pod
+        ):
+            raise NotFound(key)
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        self.remote.deleting.add(key)
+        meta = remote["metadata"]
+        await self._delete_remote(meta["namespace"], meta["name"], meta["uid"], grace)
+
+    async def _delete_remote(self, namespace: str, name: str, uid: str, grace: int | None) -> None:
+        body: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if grace is not None:
+            body["gracePeriodSeconds"] = grace
+        try:
+            await self.target.delete(path("v1", "pods", namespace, name), body)
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:
+                raise NotFound(f"{namespace}/{name} is gone from the target cluster") from None
+            raise
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        return self.remote.view(f"{namespace}/{name}")
+
+    async def list_pods(self) -> list[Pod]:
+        try:
+            async with asyncio.timeout(_SYNC_TIMEOUT):
+                await self.remote.synced.wait()
+        except TimeoutError:
+            raise ProviderError(
+                f"the target cluster's pods could not be listed within {_SYNC_TIMEOUT:.0f} s"
+            ) from None
+        if not self._adopted:
+            self._adopted = True
+            for remote in self.remote.all():
+                view = self.remote.view_of(remote)
+                self.reflection.adopt(
+                    key_of(view),
+                    view["metadata"]["namespace"],
+                    remote["metadata"]["namespace"],
+                    references(remote),
+                )
+            with contextlib.suppress(ApiError):
+                await self.reflection.collect_garbage()
+        return [self.remote.view_of(remote) for remote in self.remote.all()]
+
+    # --- the node ---------------------------------------------------------------------------------
+
+    async def configure_node(self, node: Node) -> None:
+        self._node = node
+        capacity = self._capacity_now()
+        node["status"]["capacity"] = dict(capacity)
+        node["status"]["allocatable"] = dict(capacity)
+        node["status"]["nodeInfo"]["containerRuntimeVersion"] = "kubernetes://offload"
+        node["metadata"].setdefault("labels", {})["offload.virtual-kubelet.io/cluster-id"] = (
+            self.config.cluster_id
+        )
+
+    def notify_node_status(self, callback: NodeCallback) -> None:
+        self._node_callback = callback
+
+    def _capacity_now(self) -> dict[str, str]:
+        fixed = self.config.capacity
+        if fixed is not None:
+            return {"cpu": fixed.cpu, "memory": fixed.memory, "pods": str(fixed.pods)}
+        return self._capacity or {"cpu": "0", "memory": "0", "pods": "0"}
+
+    async def _refresh_capacity(self) -> None:
+        while True:
+            if self.config.capacity is None:
+                try:
+                    capacity = await target_capacity(
+                        self.target, self.owner, exclude_node=self.context.node_name
+                    )
+                except ApiError as exc:
+                    log.warning("cannot read the target cluster's capacity: %s", exc)
+                else:
+                    if capacity != self._capacity:
+                        self._capacity = capacity
+                        if self._node_callback is not None and self._node is not None:
+                            node = deep_copy(self._node)
+                            await self.configure_node(node)
+                            self._node_callback(node)
+            await asyncio.sleep(self.config.capacity_refresh_seconds)
+
+    async def ping(self) -> None:
+        try:
+            await self.target.request("GET", "/version", timeout=4)
+        except ApiError as exc:
+            raise ProviderError(
+                f"target cluster {self._target_config.server} unreachable: {exc}"
+            ) from None
+
+    # --- the kubelet API --------------------------------------------------------------------------
+
+    def _remote_name(self, namespace: str, pod: str) -> tuple[str, str]:
+        remote = self.remote.get(f"{namespace}/{pod}")
+        if remote is None:
+            raise NotFound(f"pod {namespace}/{pod} does not run in the target cluster")
+        return remote["metadata"]["namespace"], remote["metadata"]["name"]
+
+    async def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        target_ns, name = self._remote_name(namespace, pod)
+        assert self._streams is not None
+        async for chunk in self._streams.logs(target_ns, name, container, options):
+            yield chunk

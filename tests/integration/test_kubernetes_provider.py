@@ -1,0 +1,205 @@
+"""The `kubernetes` provider against two real dev clusters: the session's cluster is the source
+(our virtual node, provider `kubernetes`), a second one started here is the target, whose pods are
+run by a second virtual node with the process provider (no real kubelet exists here)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.devcluster.agent import AgentProcess
+from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
+
+from .conftest import TOLERATION, create
+
+OWNER = "offload.virtual-kubelet.io/owner"
+
+
+class Offload:
+    """The two clusters and the two agents of this module."""
+
+    def __init__(self, source: DevCluster, target: DevCluster, workdir: Path) -> None:
+        self.source = source
+        self.target = target
+        self.workdir = workdir
+        self.node = f"offload-{secrets.token_hex(3)}"
+        self.worker = AgentProcess(target, "target-worker", workdir / "worker", provider="process")
+        self.config = {
+            "target": {"kubeconfig": str(target.kubeconfig)},
+            "source": {"kubeconfig": str(source.kubeconfig)},
+            "cluster_id": "home",
+            "namespaces": {"template": "{namespace}-{cluster}"},
+            "pods": {"tolerations": [TOLERATION]},
+            "capacity_refresh_seconds": 2,
+        }
+        self.agent = self.new_agent()
+
+    def new_agent(self) -> AgentProcess:
+        return AgentProcess(
+            self.source,
+            self.node,
+            self.workdir / "agent",
+            provider="kubernetes",
+            provider_config=self.config,
+        )
+
+    def target_pods(self, namespace: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.target.get_json("pods", "-n", namespace)["items"]
+        return items
+
+
+@pytest.fixture(scope="module")
+def offload(devcluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offload]:
+    target = DevCluster(tmp_path_factory.mktemp("target"), config_for_tests())
+    target.start()
+    setup = Offload(devcluster, target, tmp_path_factory.mktemp("offload"))
+    try:
+        setup.worker.start().wait_ready()
+        setup.agent.start().wait_ready()
+        # kubectl logs/exec go source API server -> our agent -> target API server -> worker.
+        setup.worker.approve_serving_certificate()
+        setup.agent.approve_serving_certificate()
+        yield setup
+    finally:
+        setup.agent.stop()
+        setup.worker.stop()
+        setup.worker.cleanup()
+        devcluster.kubectl("delete", "node", setup.node, "--wait=false", check=False)
+        target.stop()
+
+
+def _deployment(name: str, node: str, replicas: int, **container: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [
+                        {"name": "main", "image": "registry.invalid/app:1", **container}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _pods(cluster: DevCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
+    return items
+
+
+def _running(pods: list[dict[str, Any]], count: int) -> list[dict[str, Any]] | None:
+    ready = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+    return ready if len(ready) == count and len(pods) == count else None
+
+
+def test_a_deployment_runs_in_the_target_with_its_config_and_status_flowing_back(
+    offload: Offload, kube_namespace: str
+) -> None:
+    source, target, ns = offload.source, offload.target, kube_namespace
+    remote_ns = f"{ns}-home"
+    create(
+        source,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "conf"},
+            "data": {"greeting": "hello", "file.txt": "from-a-file"},
+        },
+    )
+    create(
+        source,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"password": "s3cret-value"},
+        },
+    )
+    script = (
+        'echo "greeting=$GREETING password=$PASSWORD me=$ME"; cat /conf/file.txt; echo; '
+        "exec sleep 3600"
+    )
+    env = [
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "greeting"}}},
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+        {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    deployment = _deployment(
+        "web",
+        offload.node,
+        2,
+        command=["sh", "-c", script],
+        env=env,
+        volumeMounts=[{"name": "conf", "mountPath": "/conf"}],
+    )
+    deployment["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "conf", "configMap": {"name": "conf"}}
+    ]
+    create(source, ns, deployment)
+
+    pods = wait_until(lambda: _running(_pods(source, ns, "app=web"), 2), 90, "2 pods Running")
+    remote = wait_until(lambda: _running(offload.target_pods(remote_ns), 2), 30, "2 remote pods")
+    # Traced back, owned by our node, rewritten for the target (no nodeName of ours).
+    by_name = {p["metadata"]["name"]: p for p in remote}
+    for pod in pods:
+        twin = by_name[pod["metadata"]["name"]]
+        assert twin["metadata"]["labels"][OWNER] == f"home.{offload.node}"
+        assert (
+            twin["metadata"]["labels"]["offload.virtual-kubelet.io/source-uid"]
+            == (pod["metadata"]["uid"])
+        )
+        assert twin["spec"]["nodeName"] == "target-worker"
+        assert pod["status"]["podIP"] == twin["status"]["podIP"]
+        statuses = pod["status"]["containerStatuses"]
+        assert statuses[0]["ready"]
+        assert statuses[0]["restartCount"] == 0
+    # Logs through the source cluster, with the env and volume from the reflected objects.
+    name = pods[0]["metadata"]["name"]
+    logs = wait_until(
+        lambda: (
+            (out := source.kubectl("logs", "-n", ns, name).stdout) and "from-a-file" in out and out
+        ),
+        30,
+        "the pod's log",
+    )
+    assert f"greeting=hello password=s3cret-value me={ns}" in logs
+    assert source.kubectl("logs", "-n", ns, name, "--tail=1").stdout.strip() == "from-a-file"
+    # The secret's value never travels in the remote pod's spec: it references the reflected copy.
+    assert "s3cret-value" not in json.dumps(by_name[name]["spec"])
+    copy = target.get_json("secret", "creds", "-n", remote_ns)
+    assert copy["metadata"]["labels"][OWNER] == f"home.{offload.node}"
+    # An edit in the source reaches the target.
+    source.kubectl("patch", "configmap", "conf", "-n", ns, "-p", '{"data":{"greeting":"bonjour"}}')
+    wait_until(
+        lambda: (
+            target.get_json("configmap", "conf", "-n", remote_ns)["data"]["greeting"] == "bonjour"
+        ),
+        30,
+        "the ConfigMap edit to reach the target",
+    )
+    # Deleting the Deployment deletes the remote pods and, once unused, the reflected objects.
+    source.kubectl("delete", "deployment", "web", "-n", ns)
+    wait_until(lambda: not _pods(source, ns, "app=web"), 60, "the source pods to go")
+    wait_until(lambda: not offload.target_pods(remote_ns), 30, "the remote pods to go")
+    wait_until(
+        lambda: not target.get_json("configmaps,secrets", "-n", remote_ns, "-l", OWNER)["items"],
+        30,
+        "the reflected ConfigMap and Secret to be removed",
+    )
