@@ -203,3 +203,111 @@ def test_a_deployment_runs_in_the_target_with_its_config_and_status_flowing_back
         30,
         "the reflected ConfigMap and Secret to be removed",
     )
+
+
+def _remote_uids(offload: Offload, namespace: str) -> dict[str, str]:
+    """source pod UID -> remote pod UID, for our pods in the target namespace."""
+    return {
+        p["metadata"]["labels"]["offload.virtual-kubelet.io/source-uid"]: p["metadata"]["uid"]
+        for p in offload.target.get_json("pods", "-n", namespace, "-l", OWNER)["items"]
+    }
+
+
+def test_a_pod_our_node_did_not_create_is_never_touched(
+    offload: Offload, kube_namespace: str
+) -> None:
+    source, target, ns = offload.source, offload.target, kube_namespace
+    remote_ns = f"{ns}-home"
+    target.kubectl("create", "namespace", remote_ns)
+    bystander = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bystander", "labels": {"app": "web"}},
+        "spec": {
+            "tolerations": [TOLERATION],
+            "containers": [
+                {"name": "main", "image": "x", "command": ["sh", "-c", "exec sleep 3600"]}
+            ],
+        },
+    }
+    create(target, remote_ns, bystander)
+    before = target.get_json("pod", "bystander", "-n", remote_ns)
+    # A source pod of the same name on our node is refused, with the reason, and nothing else.
+    mine = json.loads(json.dumps(bystander))
+    mine["spec"]["nodeName"] = offload.node
+    create(source, ns, mine)
+    failed = wait_until(
+        lambda: (
+            (p := source.get_json("pod", "bystander", "-n", ns))["status"].get("phase") == "Failed"
+            and p
+        ),
+        60,
+        "the clashing source pod to fail",
+    )
+    assert "not create" in json.dumps(failed["status"]) or "not create" in json.dumps(
+        source.get_json("events", "-n", ns)
+    )
+    source.kubectl("delete", "pod", "bystander", "-n", ns, "--grace-period=0", "--force")
+    # A restarted agent adopts nothing of it and deletes nothing of it.
+    offload.agent.stop()
+    offload.agent = offload.new_agent()
+    offload.agent.start().wait_ready()
+    wait_until(
+        lambda: "adopted" in offload.agent.log() or "serving pods" in offload.agent.log(),
+        30,
+        "the agent to reconcile",
+    )
+    after = target.get_json("pod", "bystander", "-n", remote_ns)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert "deletionTimestamp" not in after["metadata"]
+    assert OWNER not in after["metadata"].get("labels", {})
+
+
+def test_kill_9_during_a_30_pod_rollout_adopts_and_recreates_nothing(
+    offload: Offload, kube_namespace: str
+) -> None:
+    source, ns = offload.source, kube_namespace
+    remote_ns = f"{ns}-home"
+    create(source, ns, _deployment("many", offload.node, 30, command=["sleep", "3600"]))
+    wait_until(lambda: len(_remote_uids(offload, remote_ns)) >= 8, 60, "the rollout to start")
+    offload.agent.kill()
+    before_restart = _remote_uids(offload, remote_ns)
+    offload.agent = offload.new_agent()
+    offload.agent.start().wait_ready()
+    pods = wait_until(
+        lambda: _running(_pods(source, ns, "app=many"), 30), 120, "30 pods Running in the source"
+    )
+    remote = _remote_uids(offload, remote_ns)
+    assert len(remote) == 30
+    assert set(remote) == {p["metadata"]["uid"] for p in pods}
+    # Every remote pod that existed at the kill is the same object: adopted, not recreated.
+    assert {uid: remote[uid] for uid in before_restart} == before_restart
+    source.kubectl("delete", "deployment", "many", "-n", ns, "--wait=false")
+
+
+def test_target_unreachable_marks_the_node_not_ready_and_deletes_nothing(
+    offload: Offload, kube_namespace: str
+) -> None:
+    source, target, ns = offload.source, offload.target, kube_namespace
+    remote_ns = f"{ns}-home"
+    create(source, ns, _deployment("steady", offload.node, 3, command=["sleep", "3600"]))
+    pods = wait_until(lambda: _running(_pods(source, ns, "app=steady"), 3), 60, "3 pods Running")
+    remote_before = _remote_uids(offload, remote_ns)
+    target.components["kube-apiserver"].stop(5)
+
+    def not_ready() -> dict[str, Any] | None:
+        node = source.get_json("node", offload.node)
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        return ready if ready["status"] != "True" else None
+
+    ready = wait_until(not_ready, 60, "the virtual node to go NotReady")
+    assert "target cluster" in ready.get("message", "")
+    assert {p["metadata"]["uid"] for p in _pods(source, ns, "app=steady")} == {
+        p["metadata"]["uid"] for p in pods
+    }
+    target.start()
+    offload.agent.wait_ready(60)
+    assert _remote_uids(offload, remote_ns) == remote_before
+    after = wait_until(lambda: _running(_pods(source, ns, "app=steady"), 3), 60, "3 pods Running")
+    assert {p["metadata"]["uid"] for p in after} == {p["metadata"]["uid"] for p in pods}
+    source.kubectl("delete", "deployment", "steady", "-n", ns, "--wait=false")
