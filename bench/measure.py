@@ -197,7 +197,7 @@ _DISPATCHED = re.compile(
 
 async def requests_by_contender(client: KubeClient) -> dict[str, float]:
     """Requests the API server dispatched per FlowSchema (contenders use `bench-<name>`)."""
-    async with client._http().get("/metrics", headers=client._headers()) as response:
+    async with client._http().get("/metrics", headers=await client._headers()) as response:
         text = await response.text()
     counts: dict[str, float] = {}
     for schema, value in _DISPATCHED.findall(text):
