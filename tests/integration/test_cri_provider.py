@@ -1,0 +1,278 @@
+"""The cri provider end to end: a real containerd (private, started by the fixture) behind a real
+API server, driven through kubectl as a user would."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import urllib.request
+from typing import Any
+
+from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.devcluster.agent import AgentProcess
+from virtual_kubelet.devcluster.containerd import DEFAULT_SUBNET, Containerd
+from virtual_kubelet.devcluster.oci_images import BUSYBOX
+
+from .conftest import TOLERATION, AgentFactory, condition, create, pod
+from .cri_backend import containerd, containers, sandboxes
+
+__all__ = ["containerd"]  # the fixture, imported for pytest
+
+
+def _agent(start_agent: AgentFactory, backend: Containerd, **kwargs: Any) -> AgentProcess:
+    settings = {
+        "runtime_endpoint": backend.endpoint,
+        "restart_backoff_seconds": 1,
+        "restart_backoff_max_seconds": 4,
+    }
+    agent = start_agent(provider="cri", provider_config=settings, **kwargs)
+    agent.approve_serving_certificate()
+    return agent
+
+
+def _container(name: str, *script: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": BUSYBOX,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", *script],
+        **extra,
+    }
+
+
+def _pod(name: str, node: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "tolerations": [TOLERATION],
+            "containers": containers,
+            "terminationGracePeriodSeconds": 5,
+            **spec,
+        },
+    }
+
+
+def _status(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    return (pod(cluster, namespace, name) or {}).get("status", {})
+
+
+def _state(cluster: DevCluster, namespace: str, name: str, container: str = "main") -> Any:
+    for status in _status(cluster, namespace, name).get("containerStatuses") or []:
+        if status["name"] == container:
+            return status
+    return None
+
+
+def test_httpd_runs_ready_with_a_cni_address_logs_exec_stats_and_delete(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    node = agent.wait_ready()
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    web = _container(
+        "main",
+        "echo serving; mkdir -p /www && echo hello-cri > /www/index.html && exec httpd -f -p 8080 -h /www",
+        resources={"limits": {"memory": "64Mi", "cpu": "500m"}},
+    )
+    create(devcluster, kube_namespace, _pod("web", agent.node_name, [web]))
+    ready = wait_until(
+        lambda: (
+            (condition(pod(devcluster, kube_namespace, "web"), "Ready") or {}).get("status")
+            == "True"
+            and pod(devcluster, kube_namespace, "web")
+        ),
+        90,
+        "pod web to be Ready",
+    )
+    assert isinstance(ready, dict)
+    ip = ready["status"]["podIP"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(DEFAULT_SUBNET)
+    with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=10) as answer:
+        assert answer.read() == b"hello-cri\n"
+
+    logs = devcluster.kubectl("logs", "-n", kube_namespace, "web")
+    assert logs.stdout == "serving\n"
+    done = devcluster.kubectl(
+        "exec", "-n", kube_namespace, "web", "--", "sh", "-c", "echo from-exec; exit 3", check=False
+    )
+    assert (done.returncode, done.stdout) == (3, "from-exec\n")
+
+    def stats() -> dict[str, Any] | None:
+        raw = devcluster.kubectl(
+            "get", "--raw", f"/api/v1/nodes/{agent.node_name}/proxy/stats/summary"
+        )
+        for entry in json.loads(raw.stdout)["pods"]:
+            if entry["podRef"]["name"] == "web" and entry["memory"]["workingSetBytes"] > 0:
+                return entry
+        return None
+
+    summary = wait_until(stats, 30, "stats for pod web")
+    assert summary["cpu"]["usageCoreNanoSeconds"] > 0
+
+    uid = ready["metadata"]["uid"]
+    assert len(sandboxes(containerd, uid)) == 1
+    devcluster.kubectl("delete", "pod", "-n", kube_namespace, "web", "--wait=false")
+    wait_until(lambda: pod(devcluster, kube_namespace, "web") is None, 30, "pod web to be gone")
+    assert sandboxes(containerd, uid) == []
+    assert containers(containerd, uid) == []
+
+
+def test_waiting_reasons_exit_codes_and_restarts(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    node = agent.node_name
+    missing = {
+        "name": "main",
+        "image": "127.0.0.1:1/nothing/here:1",
+        "imagePullPolicy": "IfNotPresent",
+    }
+    bad_command = {**_container("main"), "command": ["/no/such/program"]}
+    job = _container("main", "echo working; exit 3")
+    oom = _container(
+        "main",
+        "head -c 200000000 /dev/zero | tail > /dev/null",
+        resources={"limits": {"memory": "16Mi"}},
+    )
+    init = _container("setup", "echo prepared > /work/ready")
+    uses_init = _container("main", "cat /work/ready; exec sleep 3600")
+    for name, containers_, spec in (
+        ("missing", [missing], {}),
+        ("bad-command", [bad_command], {}),
+        ("job", [job], {"restartPolicy": "Never"}),
+        ("oom", [oom], {}),
+    ):
+        create(devcluster, kube_namespace, _pod(name, node, containers_, **spec))
+    volume = {"name": "work", "emptyDir": {}}
+    mount = [{"name": "work", "mountPath": "/work"}]
+    create(
+        devcluster,
+        kube_namespace,
+        _pod(
+            "with-init",
+            node,
+            [{**uses_init, "volumeMounts": mount}],
+            initContainers=[{**init, "volumeMounts": mount}],
+            volumes=[volume],
+        ),
+    )
+
+    def waiting(name: str, reason: str) -> dict[str, Any] | None:
+        state = (_state(devcluster, kube_namespace, name) or {}).get("state", {})
+        found = state.get("waiting")
+        return found if found and found.get("reason") == reason else None
+
+    pulled = wait_until(lambda: waiting("missing", "ErrImagePull"), 60, "ErrImagePull")
+    assert "127.0.0.1:1" in pulled.get("message", "")
+    wait_until(lambda: waiting("missing", "ImagePullBackOff"), 60, "ImagePullBackOff")
+
+    def start_failed() -> Any:
+        status = _state(devcluster, kube_namespace, "bad-command") or {}
+        last = status.get("lastState", {}).get("terminated") or {}
+        return last.get("reason") == "StartError" and status
+
+    failed = wait_until(start_failed, 60, "bad-command to fail to start")
+    assert "/no/such/program" in failed["lastState"]["terminated"]["message"]
+
+    def finished() -> Any:
+        status = _status(devcluster, kube_namespace, "job")
+        return status.get("phase") == "Failed" and status
+
+    done = wait_until(finished, 60, "the job pod to fail")
+    terminated = done["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    assert devcluster.kubectl("logs", "-n", kube_namespace, "job").stdout == "working\n"
+
+    def oom_killed_and_restarted() -> Any:
+        status = _state(devcluster, kube_namespace, "oom") or {}
+        last = status.get("lastState", {}).get("terminated") or {}
+        return last.get("reason") == "OOMKilled" and status["restartCount"] >= 1 and status
+
+    wait_until(oom_killed_and_restarted, 90, "the oom pod to be OOMKilled and restarted")
+
+    def init_ran() -> Any:
+        status = _status(devcluster, kube_namespace, "with-init")
+        return status.get("phase") == "Running" and status
+
+    ran = wait_until(init_ran, 60, "with-init to run")
+    init_state = ran["initContainerStatuses"][0]["state"]["terminated"]
+    assert (init_state["exitCode"], init_state["reason"]) == (0, "Completed")
+    logs = devcluster.kubectl("logs", "-n", kube_namespace, "with-init", "-c", "main")
+    assert logs.stdout == "prepared\n"
+
+
+def test_kill_9_of_the_agent_adopts_running_containers(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    create(
+        devcluster,
+        kube_namespace,
+        _pod("sleeper", agent.node_name, [_container("main", "echo up; exec sleep 3600")]),
+    )
+    first = wait_until(
+        lambda: (
+            (_state(devcluster, kube_namespace, "sleeper") or {}).get("state", {}).get("running")
+            and _state(devcluster, kube_namespace, "sleeper")
+        ),
+        60,
+        "sleeper to run",
+    )
+    agent.kill()
+    _agent(start_agent, containerd, name=agent.node_name)
+    logs = devcluster.kubectl("logs", "-n", kube_namespace, "sleeper")  # from the new agent
+    assert logs.stdout == "up\n"
+    again = _state(devcluster, kube_namespace, "sleeper")
+    assert again["containerID"] == first["containerID"]
+    assert again["restartCount"] == 0
+    uid = pod(devcluster, kube_namespace, "sleeper")["metadata"]["uid"]  # type: ignore[index]
+    assert len(sandboxes(containerd, uid)) == 1
+    assert len(containers(containerd, uid)) == 1
+    devcluster.kubectl("delete", "pod", "-n", kube_namespace, "sleeper", "--wait=false")
+    wait_until(lambda: sandboxes(containerd, uid) == [], 30, "the sandbox to be removed")
+
+
+def test_unreachable_runtime_makes_the_node_not_ready_until_it_returns(
+    devcluster: DevCluster, start_agent: AgentFactory, containerd: Containerd, tmp_path: Any
+) -> None:
+    socket = tmp_path / "runtime.sock"
+    agent = start_agent(
+        ready=False,
+        provider="cri",
+        provider_config={"runtime_endpoint": f"unix://{socket}", "call_timeout_seconds": 2},
+    )
+
+    def ready_condition() -> Any:
+        result = devcluster.kubectl("get", "node", agent.node_name, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        for c in json.loads(result.stdout)["status"].get("conditions", []):
+            if c["type"] == "Ready":
+                return c
+        return None
+
+    not_ready = wait_until(
+        lambda: (c := ready_condition()) and c["status"] == "False" and c, 60, "NotReady"
+    )
+    assert "unreachable" in not_ready.get("message", ""), not_ready
+    assert agent.process is not None
+    assert agent.process.poll() is None, "the agent must not crash"
+    socket.symlink_to(containerd.socket)  # the runtime "comes back" at that address
+    agent.wait_ready(timeout=60)
+
+
+def test_backend_helper_is_idempotent(containerd: Containerd) -> None:
+    pid = containerd.pid()
+    containerd.up()
+    assert containerd.pid() == pid
+    listed = subprocess.run(
+        ["ctr", "--address", str(containerd.socket), "-n", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert BUSYBOX in listed.stdout.split()
