@@ -16,6 +16,8 @@ from virtual_kubelet.devcluster import DevCluster, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
 
+from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
+
 from .conftest import TOLERATION, create
 
 OWNER = "offload.virtual-kubelet.io/owner"
@@ -311,3 +313,17 @@ def test_target_unreachable_marks_the_node_not_ready_and_deletes_nothing(
     after = wait_until(lambda: _running(_pods(source, ns, "app=steady"), 3), 60, "3 pods Running")
     assert {p["metadata"]["uid"] for p in after} == {p["metadata"]["uid"] for p in pods}
     source.kubectl("delete", "deployment", "steady", "-n", ns, "--wait=false")
+
+
+class TestKubernetesConformance(ProviderConformance):
+    """The conformance kit against a `kubernetes` node offloading to the target, whose worker runs
+    pods as processes (so the process provider's workloads apply)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_profile(cls, offload: Offload) -> ConformanceProfile:
+        return ConformanceProfile(
+            provider="kubernetes",
+            config={**offload.config, "cluster_id": "kit"},
+            workloads=ProcessWorkloads(),
+        )

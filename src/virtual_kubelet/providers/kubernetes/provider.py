@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ...sdk import (
+    ContainerIO,
+    DuplexStream,
     InvalidInput,
     LogOptions,
     Node,
@@ -42,6 +44,7 @@ from .capacity import target_capacity
 from .config import KubernetesConfig, load_config
 from .naming import OWNER_LABEL, SOURCE_UID, NamespaceMapper, owner_value
 from .reflection import ObjectReflection
+from .remote_exec import RemoteExec
 from .remote_pods import RemotePods
 from .rewrite import references, target_pod
 from .streams import TargetStreams
@@ -325,3 +328,24 @@ class KubernetesProvider(Provider):
         assert self._streams is not None
         async for chunk in self._streams.logs(target_ns, name, container, options):
             yield chunk
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        target_ns, name = self._remote_name(namespace, pod)
+        code = await self._exec().run(target_ns, name, container, command, io)
+        return 0 if code is None else code
+
+    async def attach_to_container(
+        self, namespace: str, pod: str, container: str, io: ContainerIO
+    ) -> int | None:
+        target_ns, name = self._remote_name(namespace, pod)
+        return await self._exec().run(target_ns, name, container, None, io)
+
+    async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
+        target_ns, name = self._remote_name(namespace, pod)
+        await self._exec().port_forward(target_ns, name, port, stream)
+
+    def _exec(self) -> RemoteExec:
+        assert self._streams is not None, "start() first"
+        return RemoteExec(self._streams)

@@ -30,6 +30,13 @@ class TargetStreams:
         self._ssl = config.ssl_context()
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def server_hostname(self) -> str | None:
+        return self._config.tls_server_name
+
+    def session(self) -> aiohttp.ClientSession:
+        return self._http()
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
