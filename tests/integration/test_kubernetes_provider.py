@@ -15,7 +15,6 @@ import pytest
 from virtual_kubelet.devcluster import DevCluster, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
-
 from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
 
 from .conftest import TOLERATION, create
