@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.containerd import DEFAULT_SUBNET, Containerd
 from virtual_kubelet.devcluster.oci_images import BUSYBOX
@@ -68,7 +70,11 @@ def _state(cluster: DevCluster, namespace: str, name: str, container: str = "mai
 
 
 def test_httpd_runs_ready_with_a_cni_address_logs_exec_stats_and_delete(
-    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    containerd: Containerd,
+    tmp_path: Path,
 ) -> None:
     agent = _agent(start_agent, containerd)
     node = agent.wait_ready()
@@ -78,26 +84,65 @@ def test_httpd_runs_ready_with_a_cni_address_logs_exec_stats_and_delete(
         "echo serving; mkdir -p /www && echo hello-cri > /www/index.html && exec httpd -f -p 8080 -h /www",
         resources={"limits": {"memory": "64Mi", "cpu": "500m"}},
     )
-    create(devcluster, kube_namespace, _pod("web", agent.node_name, [web]))
-    ready = wait_until(
-        lambda: (
-            (condition(pod(devcluster, kube_namespace, "web"), "Ready") or {}).get("status")
-            == "True"
-            and pod(devcluster, kube_namespace, "web")
-        ),
-        90,
-        "pod web to be Ready",
+    template = _pod("web", agent.node_name, [web])
+    template["metadata"] = {"labels": {"app": "web"}}
+    del template["apiVersion"], template["kind"]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template},
+    }
+    create(devcluster, kube_namespace, deployment)
+    devcluster.kubectl(
+        "rollout", "status", "deployment/web", "-n", kube_namespace, "--timeout=90s", timeout=120
     )
-    assert isinstance(ready, dict)
+    (ready,) = devcluster.get_json("pods", "-n", kube_namespace, "-l", "app=web")["items"]
+    name = ready["metadata"]["name"]
+    assert (condition(ready, "Ready") or {}).get("status") == "True"
     ip = ready["status"]["podIP"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(DEFAULT_SUBNET)
     with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=10) as answer:
         assert answer.read() == b"hello-cri\n"
 
-    logs = devcluster.kubectl("logs", "-n", kube_namespace, "web")
+    forwarder = subprocess.Popen(
+        [kubectl_path(), "port-forward", "-n", kube_namespace, f"pod/{name}", ":8080"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, KUBECONFIG=str(devcluster.kubeconfig)),
+    )
+    try:
+        assert forwarder.stdout is not None
+        line = forwarder.stdout.readline().decode()
+        local = int(line.split("127.0.0.1:", 1)[1].split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/index.html", timeout=10) as page:
+            assert page.read() == b"hello-cri\n"
+    finally:
+        forwarder.kill()
+        forwarder.wait(10)
+
+    answered = devcluster.kubectl(
+        "exec",
+        "-i",
+        "-n",
+        kube_namespace,
+        name,
+        "--",
+        "sh",
+        "-c",
+        "read x; echo got:$x; exit 4",
+        input="line\n",
+        check=False,
+    )
+    assert (answered.returncode, answered.stdout) == (4, "got:line\n")
+    copied = tmp_path / "copied.html"
+    devcluster.kubectl("cp", f"{kube_namespace}/{name}:/www/index.html", str(copied))
+    assert copied.read_text() == "hello-cri\n"
+
+    logs = devcluster.kubectl("logs", "-n", kube_namespace, name)
     assert logs.stdout == "serving\n"
     done = devcluster.kubectl(
-        "exec", "-n", kube_namespace, "web", "--", "sh", "-c", "echo from-exec; exit 3", check=False
+        "exec", "-n", kube_namespace, name, "--", "sh", "-c", "echo from-exec; exit 3", check=False
     )
     assert (done.returncode, done.stdout) == (3, "from-exec\n")
 
@@ -106,7 +151,7 @@ def test_httpd_runs_ready_with_a_cni_address_logs_exec_stats_and_delete(
             "get", "--raw", f"/api/v1/nodes/{agent.node_name}/proxy/stats/summary"
         )
         for entry in json.loads(raw.stdout)["pods"]:
-            if entry["podRef"]["name"] == "web" and entry["memory"]["workingSetBytes"] > 0:
+            if entry["podRef"]["name"] == name and entry["memory"]["workingSetBytes"] > 0:
                 return entry
         return None
 
@@ -115,8 +160,8 @@ def test_httpd_runs_ready_with_a_cni_address_logs_exec_stats_and_delete(
 
     uid = ready["metadata"]["uid"]
     assert len(sandboxes(containerd, uid)) == 1
-    devcluster.kubectl("delete", "pod", "-n", kube_namespace, "web", "--wait=false")
-    wait_until(lambda: pod(devcluster, kube_namespace, "web") is None, 30, "pod web to be gone")
+    devcluster.kubectl("delete", "deployment", "-n", kube_namespace, "web")
+    wait_until(lambda: pod(devcluster, kube_namespace, name) is None, 30, "the pod to be gone")
     assert sandboxes(containerd, uid) == []
     assert containers(containerd, uid) == []
 

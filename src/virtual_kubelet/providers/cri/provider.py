@@ -14,6 +14,7 @@ from typing import Any
 
 from ...sdk import (
     ContainerIO,
+    DuplexStream,
     InvalidInput,
     LogOptions,
     Node,
@@ -38,6 +39,7 @@ from .runner import PodRunner, RunnerSettings
 from .spec import CONTAINER_NAME, NODE_LABEL, POD_ANNOTATION, POD_UID
 from .state import PodState
 from .status import pod_status, running, terminated_of
+from .streaming import forward_port, run_stream
 
 log = logging.getLogger(__name__)
 
@@ -304,25 +306,77 @@ class CriProvider(Provider):
         async for chunk in stream_log(Path(path), options, alive):
             yield chunk
 
-    async def run_in_container(
-        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
-    ) -> int:
+    def _running_id(self, namespace: str, pod: str, container: str) -> str:
         _, record = self._container(namespace, pod, container)
         if record.container_id is None or not running(record):
             raise InvalidInput(f'container "{container}" in pod "{pod}" is not running')
+        return str(record.container_id)
+
+    async def _stream_url(self, call: str, request: Any) -> str:
         try:
-            reply = await self.client.runtime(
-                "ExecSync",
-                cri.ExecSyncRequest(container_id=record.container_id, cmd=command, timeout=0),
-                timeout=3600,
-            )
+            reply = await self.client.runtime(call, request)
         except CriError as exc:
             raise InvalidInput(exc.details or str(exc)) from None
-        if reply.stdout and io.stdout is not None:
-            await io.stdout.write(bytes(reply.stdout))
-        if reply.stderr and io.stderr is not None:
-            await io.stderr.write(bytes(reply.stderr))
-        return int(reply.exit_code)
+        return str(reply.url)
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        container_id = self._running_id(namespace, pod, container)
+        if io.stdin is None and not io.tty:
+            # Nothing to send: one ExecSync call, no streaming server in between.
+            try:
+                reply = await self.client.runtime(
+                    "ExecSync",
+                    cri.ExecSyncRequest(container_id=container_id, cmd=command, timeout=0),
+                    timeout=24 * 3600,
+                )
+            except CriError as exc:
+                raise InvalidInput(exc.details or str(exc)) from None
+            if reply.stdout and io.stdout is not None:
+                await io.stdout.write(bytes(reply.stdout))
+            if reply.stderr and io.stderr is not None:
+                await io.stderr.write(bytes(reply.stderr))
+            return int(reply.exit_code)
+        url = await self._stream_url(
+            "Exec",
+            cri.ExecRequest(
+                container_id=container_id,
+                cmd=command,
+                tty=io.tty,
+                stdin=io.stdin is not None,
+                stdout=io.stdout is not None,
+                stderr=io.stderr is not None and not io.tty,
+            ),
+        )
+        code = await run_stream(url, io, attach=False)
+        return 0 if code is None else code
+
+    async def attach_to_container(
+        self, namespace: str, pod: str, container: str, io: ContainerIO
+    ) -> int | None:
+        container_id = self._running_id(namespace, pod, container)
+        url = await self._stream_url(
+            "Attach",
+            cri.AttachRequest(
+                container_id=container_id,
+                tty=io.tty,
+                stdin=io.stdin is not None,
+                stdout=io.stdout is not None,
+                stderr=io.stderr is not None and not io.tty,
+            ),
+        )
+        return await run_stream(url, io, attach=True)
+
+    async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
+        runner = self._runners.get(f"{namespace}/{pod}")
+        if runner is None or runner.state.sandbox_id is None:
+            raise NotFound(f"pod {namespace}/{pod} not found")
+        url = await self._stream_url(
+            "PortForward",
+            cri.PortForwardRequest(pod_sandbox_id=runner.state.sandbox_id, port=[port]),
+        )
+        await forward_port(url, port, stream)
 
     async def get_stats_summary(self) -> dict[str, Any]:
         stats = await self.client.runtime("ListContainerStats", cri.ListContainerStatsRequest())
