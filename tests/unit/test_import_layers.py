@@ -82,7 +82,7 @@ def test_the_tree_keeps_its_layers(tmp_path: Path) -> None:
             "The node, pod and kubelet API layers use providers only through the SDK BROKEN",
         ),
         (
-            "virtual_kubelet.providers.mock",
+            "virtual_kubelet.providers.mock.provider",
             "from virtual_kubelet.kube import timefmt",
             "Built-in providers import the agent only through the SDK BROKEN",
         ),

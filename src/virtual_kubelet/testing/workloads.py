@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["IdleWorkloads", "MockWorkloads", "ProcessWorkloads", "Workload", "Workloads"]
 
-#: The mock provider's annotation prefix (see providers/mock.py).
+#: The mock provider's annotation prefix (see providers/mock/config.py).
 MOCK = "mock.virtual-kubelet.io/"
 
 # A TCP echo server on the port in argv[1], every address; one thread per connection.

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sdk import (
+from ...sdk import (
     ContainerIO,
     DuplexStream,
     InvalidInput,
