@@ -1,5 +1,5 @@
 """Small OCI images built locally with the standard library, for a runtime that cannot reach any
-public registry: `localhost/busybox:latest` (busybox-static with every applet linked, `sh` as its
+public registry: `localhost/busybox:1.35` (busybox-static with every applet linked, `sh` as its
 command) and `localhost/pause:latest` (the same layer, `sleep` forever: a sandbox's command must
 never exit). Written as one OCI image-layout tar that `ctr images import` reads.
 """
@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BUSYBOX = "localhost/busybox:latest"
+#: Not `latest`: pods naming it get imagePullPolicy IfNotPresent by default (no registry here).
+BUSYBOX = "localhost/busybox:1.35"
 PAUSE = "localhost/pause:latest"
 BUSYBOX_BINARY = Path("/bin/busybox")
 
