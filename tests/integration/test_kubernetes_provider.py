@@ -4,15 +4,18 @@ run by a second virtual node with the process provider (no real kubelet exists h
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
 from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
@@ -36,7 +39,7 @@ class Offload:
             "source": {"kubeconfig": str(source.kubeconfig)},
             "cluster_id": "home",
             "namespaces": {"template": "{namespace}-{cluster}"},
-            "pods": {"tolerations": [TOLERATION]},
+            "pods": {"tolerations": [TOLERATION], "service_account": "source"},
             "capacity_refresh_seconds": 2,
         }
         self.agent = self.new_agent()
@@ -96,6 +99,29 @@ def _deployment(name: str, node: str, replicas: int, **container: Any) -> dict[s
             },
         },
     }
+
+
+def _follow(cluster: DevCluster, namespace: str, name: str, until: str) -> str:
+    """`kubectl logs -f` until `until` shows up; the stream must still be open then."""
+    command = [kubectl_path(), "--kubeconfig", str(cluster.kubeconfig), "logs", "-f", "-n"]
+    with subprocess.Popen(
+        [*command, namespace, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as follower:
+        assert follower.stdout is not None
+        os.set_blocking(follower.stdout.fileno(), False)
+        seen = b""
+
+        def arrived() -> bool:
+            nonlocal seen
+            seen += follower.stdout.read() or b""  # type: ignore[union-attr]
+            return until.encode() in seen
+
+        try:
+            wait_until(arrived, 30, f"{until!r} in kubectl logs -f")
+            assert follower.poll() is None, "kubectl logs -f ended instead of following"
+        finally:
+            follower.kill()
+    return seen.decode()
 
 
 def _pods(cluster: DevCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -182,6 +208,30 @@ def test_a_deployment_runs_in_the_target_with_its_config_and_status_flowing_back
     )
     assert f"greeting=hello password=s3cret-value me={ns}" in logs
     assert source.kubectl("logs", "-n", ns, name, "--tail=1").stdout.strip() == "from-a-file"
+    followed = _follow(source, ns, name, "from-a-file")
+    assert "greeting=hello" in followed
+    # The pod's token is its own service account's, minted in the source (service_account:
+    # source): it authenticates to the home API server, which the pod is pointed at.
+    twin_spec = by_name[name]["spec"]
+    assert twin_spec["automountServiceAccountToken"] is False
+    token_secret = f"{name}-vk-sa-token"
+    token_volume = next(v for v in twin_spec["volumes"] if v["name"].startswith("kube-api"))
+    assert token_volume["secret"]["secretName"] == token_secret
+    home = next(
+        e for e in twin_spec["containers"][0]["env"] if e["name"] == "KUBERNETES_SERVICE_HOST"
+    )
+    assert home["value"] == "127.0.0.1"
+    minted = target.get_json("secret", token_secret, "-n", remote_ns)["data"]
+    assert base64.b64decode(minted["namespace"]).decode() == ns
+    review = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": base64.b64decode(minted["token"]).decode()},
+    }
+    answer = json.loads(
+        source.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout
+    )
+    assert answer["status"]["user"]["username"] == f"system:serviceaccount:{ns}:default"
     # The secret's value never travels in the remote pod's spec: it references the reflected copy.
     assert "s3cret-value" not in json.dumps(by_name[name]["spec"])
     copy = target.get_json("secret", "creds", "-n", remote_ns)
@@ -323,6 +373,10 @@ class TestKubernetesConformance(ProviderConformance):
     def conformance_profile(cls, offload: Offload) -> ConformanceProfile:
         return ConformanceProfile(
             provider="kubernetes",
-            config={**offload.config, "cluster_id": "kit"},
+            config={
+                **offload.config,
+                "cluster_id": "kit",
+                "pods": {"tolerations": [TOLERATION], "service_account": "target"},
+            },
             workloads=ProcessWorkloads(),
         )

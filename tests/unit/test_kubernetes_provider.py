@@ -240,3 +240,28 @@ def test_a_missing_target_kubeconfig_stops_the_start_naming_the_file(tmp_path: P
     context = ProviderContext("vk-1", "linux", "10.0.0.1", 10250, config_path=path)
     with pytest.raises(ProviderConfigError, match=r"nowhere\.kubeconfig"):
         KubernetesProvider(context)
+
+
+def test_source_tokens_replace_the_projected_volume_and_point_at_the_home_api_server() -> None:
+    pod = target_pod(
+        _source_pod(),
+        _source_pod(),
+        namespace="team-home",
+        owner="o",
+        cluster_id="home",
+        rewrite=PodRewriteConfig(service_account="source"),
+        home_api=("10.1.2.3", 6443),
+    )
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["kube-api-access-x"] == {
+        "name": "kube-api-access-x",
+        "secret": {"secretName": "web-1-vk-sa-token"},
+    }
+    container = spec["containers"][0]
+    assert "kube-api-access-x" in {m["name"] for m in container["volumeMounts"]}
+    assert container["env"][:2] == [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "10.1.2.3"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
+    ]

@@ -80,9 +80,23 @@ class PodRewriteConfig(BaseModel):
     remove_toleration_keys: list[str] = Field(default_factory=list)
     #: nodeSelector keys removed (besides `kubernetes.io/hostname`, `type` and `kubernetes.io/role`).
     remove_node_selector_keys: list[str] = Field(default_factory=list)
-    #: The service-account token the pod gets in the target: `target` (the target namespace's
-    #: `default` service account, injected by the target's admission) or `none` (no token).
-    service_account: Literal["target", "none"] = "target"
+    #: The service-account token the pod gets in the target: `source` (a token of its own
+    #: service account minted in the source cluster, so it talks to its home API server),
+    #: `target` (the target namespace's `default` service account, injected by the target's
+    #: admission) or `none` (no token).
+    service_account: Literal["source", "target", "none"] = "target"
+    #: With `service_account: source`: the home API server's URL as the pods in the target reach
+    #: it (default: the source kubeconfig's server).
+    source_api_server: str | None = None
+    #: With `service_account: source`: the lifetime asked for each token (renewed at 80 %).
+    token_expiration_seconds: int = Field(default=3600, ge=600)
+
+    @field_validator("source_api_server")
+    @classmethod
+    def _server(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        return value
 
 
 class CapacityConfig(BaseModel):

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...sdk import (
     ContainerIO,
@@ -47,6 +48,7 @@ from .reflection import ObjectReflection
 from .remote_exec import RemoteExec
 from .remote_pods import RemotePods
 from .rewrite import references, target_pod
+from .service_account import SourceTokens
 from .streams import TargetStreams
 
 __all__ = ["KubernetesProvider"]
@@ -57,6 +59,12 @@ log = logging.getLogger(__name__)
 _SYNC_TIMEOUT = 30.0
 #: Statuses from the target that no retry can fix (the pod as rewritten is refused).
 _PERMANENT = {400, 403, 422}
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urlsplit(url)
+    default = 443 if parsed.scheme == "https" else 80
+    return parsed.hostname or "", parsed.port or default
 
 
 class KubernetesProvider(Provider):
@@ -90,6 +98,11 @@ class KubernetesProvider(Provider):
         self._capacity_task: asyncio.Task[None] | None = None
         self._adopted = False
         self._node: Node | None = None
+        self._tokens: SourceTokens | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._home_api = _host_port(
+            self.config.pods.source_api_server or self._source_config.server
+        )
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -100,8 +113,17 @@ class KubernetesProvider(Provider):
         self._reflection = ObjectReflection(
             self._source, self._target, self.owner, self.config.cluster_id
         )
+        if self.config.pods.service_account == "source":
+            self._tokens = SourceTokens(
+                self._source,
+                self._target,
+                self.owner,
+                self.config.cluster_id,
+                self.config.pods.token_expiration_seconds,
+            )
+            self._background.append(asyncio.get_running_loop().create_task(self._tokens.run()))
         self._remote = RemotePods(
-            self._target, self.owner, self.context.internal_ip, self._reflection.release
+            self._target, self.owner, self.context.internal_ip, self._remote_pod_gone
         )
         self._remote.start()
         self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity())
@@ -112,10 +134,17 @@ class KubernetesProvider(Provider):
             self.owner,
         )
 
+    def _remote_pod_gone(self, key: str) -> None:
+        self.reflection.release(key)
+        if self._tokens is not None:
+            self._tokens.forget(key)
+
     async def stop(self) -> None:
         if self._capacity_task is not None:
-            self._capacity_task.cancel()
-            await asyncio.gather(self._capacity_task, return_exceptions=True)
+            self._background.append(self._capacity_task)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for part in (self._remote, self._reflection, self._streams, self._target, self._source):
             if part is not None:
                 await part.close()
@@ -166,10 +195,13 @@ class KubernetesProvider(Provider):
             owner=self.owner,
             cluster_id=self.config.cluster_id,
             rewrite=self.config.pods,
+            home_api=self._home_api,
         )
         # What the rewritten pod references (the source's token volume, and with it the source's
         # kube-root-ca.crt, is gone by now).
         await self.reflection.ensure(key, namespace, target_ns, references(body))
+        if self._tokens is not None:
+            await self._tokens.ensure(key, original, target_ns)
         try:
             await self.target.create(path("v1", "pods", target_ns), body)
         except ApiError as exc:

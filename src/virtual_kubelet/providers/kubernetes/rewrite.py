@@ -14,6 +14,7 @@ from typing import Any
 from ...sdk import SPEC_HASH_ANNOTATION, Pod, deep_copy
 from .config import PodRewriteConfig
 from .naming import OWNER_LABEL, SOURCE_CLUSTER, SOURCE_NAME, SOURCE_NAMESPACE, SOURCE_UID
+from .service_account import token_secret_name
 
 __all__ = ["references", "source_view", "target_pod"]
 
@@ -68,9 +69,11 @@ def target_pod(
     owner: str,
     cluster_id: str,
     rewrite: PodRewriteConfig,
+    home_api: tuple[str, int] | None = None,
 ) -> Pod:
     """The pod to create in the target namespace `namespace`. `original` is the source API's
-    pod (env references intact), `resolved` the agent's copy (env values resolved)."""
+    pod (env references intact), `resolved` the agent's copy (env values resolved); `home_api`
+    is the (host, port) of the source API server for `service_account: source`."""
     meta = original["metadata"]
     spec = deep_copy(original["spec"])
     for key in _SPEC_DROPPED:
@@ -89,21 +92,39 @@ def target_pod(
     spec["nodeSelector"] = selector
     if isinstance(spec.get("affinity"), dict):
         spec["affinity"].pop("nodeAffinity", None)
-    # The source's service-account token cannot authenticate anywhere in the target.
+    # The source's projected token does not travel: the target's own, a Secret holding a token
+    # minted in the source (home_api set: service_account "source"), or none.
     token_volumes = {v["name"] for v in spec.get("volumes") or [] if _is_token_volume(v)}
     spec["volumes"] = [v for v in spec.get("volumes") or [] if v["name"] not in token_volumes]
     spec.pop("serviceAccountName", None)
     spec.pop("serviceAccount", None)
-    if rewrite.service_account == "none":
+    home_env: list[dict[str, str]] = []
+    if rewrite.service_account == "source" and home_api is not None:
         spec["automountServiceAccountToken"] = False
-    else:
+        spec["volumes"] += [
+            {"name": name, "secret": {"secretName": token_secret_name(meta["name"])}}
+            for name in sorted(token_volumes)
+        ]
+        token_volumes = set()  # their mounts stay, now served by the Secret
+        host, port = home_api
+        home_env = [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)},
+        ]
+    elif rewrite.service_account == "target":
         spec.pop("automountServiceAccountToken", None)
+    else:
+        spec["automountServiceAccountToken"] = False
     values = _resolved_env(resolved)
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or []:
             container["volumeMounts"] = [
                 m for m in container.get("volumeMounts") or [] if m["name"] not in token_volumes
             ]
+            if home_env:
+                names = {e["name"] for e in home_env}
+                others = [e for e in container.get("env") or [] if e["name"] not in names]
+                container["env"] = [dict(e) for e in home_env] + others
             for var in container.get("env") or []:
                 field = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
                 if field in _SOURCE_FIELDS and (container["name"], var["name"]) in values:
