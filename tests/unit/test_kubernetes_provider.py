@@ -265,3 +265,10 @@ def test_source_tokens_replace_the_projected_volume_and_point_at_the_home_api_se
         {"name": "KUBERNETES_SERVICE_HOST", "value": "10.1.2.3"},
         {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
     ]
+
+
+def test_the_example_config_loads() -> None:
+    example = Path(__file__).parents[2] / "examples" / "kubernetes" / "kubernetes-provider.yaml"
+    config = load_config(example)
+    assert config.cluster_id == "home"
+    assert config.pods.service_account == "source"
