@@ -18,9 +18,10 @@ import pytest
 from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
+from virtual_kubelet.sdk import parse_quantity
 from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
 
-from .conftest import TOLERATION, create
+from .conftest import TOLERATION, create, events_for
 
 OWNER = "offload.virtual-kubelet.io/owner"
 
@@ -209,6 +210,22 @@ def test_a_deployment_runs_in_the_target_with_its_config_and_status_flowing_back
     assert f"greeting=hello password=s3cret-value me={ns}" in logs
     assert source.kubectl("logs", "-n", ns, name, "--tail=1").stdout.strip() == "from-a-file"
     followed = _follow(source, ns, name, "from-a-file")
+    # The target's Events about the pod show on the source pod (the target scheduler's, say).
+    wait_until(
+        lambda: any(
+            e.get("source", {}).get("component", "").startswith("target/")
+            for e in events_for(source, ns, name)
+        ),
+        30,
+        "the target's Events on the source pod",
+    )
+    # The node offers what the target's Ready nodes offer.
+    worker = target.get_json("node", "target-worker")["status"]["allocatable"]
+    offered = source.get_json("node", offload.node)["status"]["allocatable"]
+    assert (offered["cpu"], offered["memory"]) == (
+        worker["cpu"],
+        str(parse_quantity(worker["memory"])),
+    )
     assert "greeting=hello" in followed
     # The pod's token is its own service account's, minted in the source (service_account:
     # source): it authenticates to the home API server, which the pod is pointed at.

@@ -45,6 +45,7 @@ from .capacity import target_capacity
 from .config import KubernetesConfig, load_config
 from .naming import OWNER_LABEL, SOURCE_UID, NamespaceMapper, owner_value
 from .reflection import ObjectReflection
+from .remote_events import RemoteEvents
 from .remote_exec import RemoteExec
 from .remote_pods import RemotePods
 from .rewrite import references, target_pod
@@ -126,6 +127,10 @@ class KubernetesProvider(Provider):
             self._target, self.owner, self.context.internal_ip, self._remote_pod_gone
         )
         self._remote.start()
+        events = RemoteEvents(
+            self._source, self._target, self.config.cluster_id, self._remote.by_remote_uid
+        )
+        self._background.append(asyncio.get_running_loop().create_task(events.run()))
         self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity())
         log.info(
             "kubernetes provider: target %s, owner label %s=%s",

@@ -40,6 +40,8 @@ class RemotePods:
         self._on_gone = on_gone
         self._notify: PodCallback = lambda pod: None
         self._by_source: dict[str, Pod] = {}
+        #: remote pod UID -> source key.
+        self._by_uid: dict[str, str] = {}
         #: source keys we asked the target to delete (their disappearance is expected).
         self.deleting: set[str] = set()
         self._reflector = Reflector(
@@ -77,6 +79,12 @@ class RemotePods:
         remote = self._by_source.get(key)
         return None if remote is None else source_view(remote, self._host_ip)
 
+    def by_remote_uid(self, uid: str) -> Pod | None:
+        """The source view of our remote pod with UID `uid` (for its Events), or None."""
+        key = self._by_uid.get(uid)
+        remote = self._by_source.get(key) if key is not None else None
+        return None if remote is None else source_view(remote, self._host_ip)
+
     def view_of(self, remote: Pod) -> Pod:
         return source_view(remote, self._host_ip)
 
@@ -86,10 +94,12 @@ class RemotePods:
     def _seen(self, remote: Pod) -> None:
         key = source_key(remote)
         self._by_source[key] = remote
+        self._by_uid[str(remote["metadata"].get("uid"))] = key
         self._notify(source_view(remote, self._host_ip))
 
     def _gone(self, remote: Pod) -> None:
         key = source_key(remote)
+        self._by_uid.pop(str(remote["metadata"].get("uid")), None)
         current = self._by_source.get(key)
         if current is not None and current["metadata"].get("uid") != remote["metadata"].get("uid"):
             return  # an older incarnation left; the current one stays
