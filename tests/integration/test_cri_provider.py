@@ -3,18 +3,23 @@ API server, driven through kubectl as a user would."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
+import secrets
 import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
-from virtual_kubelet.devcluster.containerd import DEFAULT_SUBNET, Containerd
+from virtual_kubelet.devcluster.containerd import DEFAULT_SUBNET, BackendUnavailable, Containerd
 from virtual_kubelet.devcluster.oci_images import BUSYBOX
+from virtual_kubelet.devcluster.registry import LocalRegistry
 
 from .conftest import TOLERATION, AgentFactory, condition, create, pod
 from .cri_backend import containerd, containers, sandboxes
@@ -22,12 +27,16 @@ from .cri_backend import containerd, containers, sandboxes
 __all__ = ["containerd"]  # the fixture, imported for pytest
 
 
-def _agent(start_agent: AgentFactory, backend: Containerd, **kwargs: Any) -> AgentProcess:
-    settings = {
+def _agent(
+    start_agent: AgentFactory, backend: Containerd, kubeconfig: str | None = None, **kwargs: Any
+) -> AgentProcess:
+    settings: dict[str, Any] = {
         "runtime_endpoint": backend.endpoint,
         "restart_backoff_seconds": 1,
         "restart_backoff_max_seconds": 4,
     }
+    if kubeconfig is not None:
+        settings["kubeconfig"] = kubeconfig
     agent = start_agent(provider="cri", provider_config=settings, **kwargs)
     agent.approve_serving_certificate()
     return agent
@@ -321,3 +330,68 @@ def test_backend_helper_is_idempotent(containerd: Containerd) -> None:
         check=True,
     )
     assert BUSYBOX in listed.stdout.split()
+
+
+def _pull_secret(name: str, host: str, user: str, password: str) -> dict[str, Any]:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }
+
+
+def test_pull_from_a_local_registry_with_an_image_pull_secret(
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    password = secrets.token_hex(8)
+    try:
+        registry = LocalRegistry(tmp_path / "registry", "puller", password).start()
+    except BackendUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no local registry here: {exc}")
+    try:
+        registry.trust_from(containerd)
+        image = registry.push(containerd, BUSYBOX, f"vk/busybox-{secrets.token_hex(3)}:1")
+        wrong = "not-" + password
+        create(devcluster, kube_namespace, _pull_secret("good", registry.host, "puller", password))
+        create(devcluster, kube_namespace, _pull_secret("bad", registry.host, "puller", wrong))
+        agent = _agent(start_agent, containerd, kubeconfig=str(devcluster.kubeconfig))
+        pulled = {**_container("main", "echo pulled; exec sleep 3600"), "image": image}
+        pulled["imagePullPolicy"] = "Always"
+        for name, secret in (("with-secret", "good"), ("wrong-secret", "bad")):
+            spec = _pod(name, agent.node_name, [pulled], imagePullSecrets=[{"name": secret}])
+            create(devcluster, kube_namespace, spec)
+
+        def running() -> Any:
+            state = (_state(devcluster, kube_namespace, "with-secret") or {}).get("state", {})
+            if not state.get("running"):
+                raise AssertionError(state)  # shown if it never runs
+            return state
+
+        wait_until(running, 60, "the pod pulled with the right secret to run")
+        logs = devcluster.kubectl("logs", "-n", kube_namespace, "with-secret")
+        assert logs.stdout == "pulled\n"
+
+        def waiting(reason: str) -> Any:
+            state = (_state(devcluster, kube_namespace, "wrong-secret") or {}).get("state", {})
+            found = state.get("waiting") or {}
+            return found if found.get("reason") == reason else None
+
+        refused = wait_until(lambda: waiting("ErrImagePull"), 60, "ErrImagePull")
+        assert "401 Unauthorized" in refused["message"], refused
+        assert password not in refused["message"]
+        assert wrong not in refused["message"]
+        wait_until(lambda: waiting("ImagePullBackOff"), 60, "ImagePullBackOff")
+        assert password not in agent.log()
+        assert wrong not in agent.log()
+    finally:
+        registry.stop()

@@ -45,21 +45,26 @@ class BackendUnavailable(RuntimeError):
     """containerd cannot be installed or started here; the message says why."""
 
 
-def missing_packages() -> list[str]:
-    return [package for package, path in PACKAGES.items() if not Path(path).exists()]
+def missing_packages(packages: dict[str, str] = PACKAGES) -> list[str]:
+    return [package for package, path in packages.items() if not Path(path).exists()]
 
 
 def install_packages() -> None:
-    """apt-get install what is missing (idempotent; `apt-get update` first if apt knows nothing
-    about containerd yet). Raises BackendUnavailable with apt's own words."""
-    missing = missing_packages()
+    install(PACKAGES)
+
+
+def install(packages: dict[str, str]) -> None:
+    """apt-get install those of `packages` (name -> a file it installs) that are missing
+    (idempotent; `apt-get update` first if apt knows no candidate for them yet). Raises
+    BackendUnavailable with apt's own words."""
+    missing = missing_packages(packages)
     if not missing:
         return
     if shutil.which("apt-get") is None:
         raise BackendUnavailable(f"missing {', '.join(missing)} and there is no apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     policy = subprocess.run(
-        ["apt-cache", "policy", "containerd"], capture_output=True, text=True, env=env
+        ["apt-cache", "policy", missing[0]], capture_output=True, text=True, env=env
     )
     if "Candidate:" not in policy.stdout or "Candidate: (none)" in policy.stdout:
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
@@ -69,7 +74,7 @@ def install_packages() -> None:
         text=True,
         env=env,
     )
-    if done.returncode != 0 or missing_packages():
+    if done.returncode != 0 or missing_packages(packages):
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise BackendUnavailable(f"apt-get install {' '.join(missing)} failed: {' | '.join(tail)}")
 

@@ -86,6 +86,9 @@ class CriConfig(BaseModel):
     restart_backoff_seconds: float = Field(10.0, gt=0)
     restart_backoff_max_seconds: float = Field(300.0, gt=0)
     restart_backoff_reset_seconds: float = Field(600.0, gt=0)
+    #: The cluster to read pods' imagePullSecrets from (default: $KUBECONFIG, ~/.kube/config, or
+    #: in-cluster).
+    kubeconfig: str | None = None
     #: Default registry credentials by host (`127.0.0.1:5000`), for images without a pull secret.
     registry_auth: dict[str, RegistryAuth] = Field(default_factory=dict)
     capacity: Capacity = Field(default_factory=Capacity)

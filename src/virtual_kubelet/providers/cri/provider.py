@@ -32,6 +32,7 @@ from ...sdk import (
 )
 from ...sdk.cri_log_files import stream_log
 from ...sdk.restart_policy import BackOffSettings
+from .auth import RegistryAuth
 from .client import CriClient, CriError, cri
 from .config import CriConfig
 from .node import check_status, fill_node, runtime_version
@@ -65,6 +66,7 @@ class CriProvider(Provider):
         self._callback: PodCallback = lambda pod: None
         self._last_sent: dict[str, Any] = {}
         self._version: Any = None
+        self._registry_auth = RegistryAuth(self.config)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class CriProvider(Provider):
         await asyncio.gather(*(r.cancel() for r in self._runners.values()))
         if self._client is not None:
             await self._client.close()
+        await self._registry_auth.close()
 
     def _settings(self) -> RunnerSettings:
         return RunnerSettings(
@@ -112,17 +115,8 @@ class CriProvider(Provider):
                 maximum=self.config.restart_backoff_max_seconds,
                 reset_after=self.config.restart_backoff_reset_seconds,
             ),
-            auth_for=self._auth_for,
+            auth_for=self._registry_auth.for_image,
             volume_dir=self.context.volume_path,
-        )
-
-    def _auth_for(self, image: str) -> Any:
-        host = image.split("/", 1)[0] if "/" in image else "docker.io"
-        auth = self.config.registry_auth.get(host)
-        if auth is None:
-            return None
-        return cri.AuthConfig(
-            username=auth.username, password=auth.password.get_secret_value(), server_address=host
         )
 
     def _runner(self, state: PodState) -> PodRunner:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ class RunnerSettings:
     poll_interval: float
     pull_timeout: float
     backoff: BackOffSettings
-    #: registry auth for an image (None: anonymous).
-    auth_for: Callable[[str], Any]
+    #: Registry auth for (pod, image) (None: anonymous).
+    auth_for: Callable[[Any, str], Awaitable[Any]]
     volume_dir: Callable[[Any, str], Path]
 
 
@@ -332,7 +332,7 @@ class PodRunner:
                 )
                 return False
         request = cri.PullImageRequest(image=cri.ImageSpec(image=image))
-        auth = self.settings.auth_for(image)
+        auth = await self.settings.auth_for(self.state.pod, image)
         if auth is not None:
             request.auth.CopyFrom(auth)
         container.waiting_reason, container.waiting_message = "ContainerCreating", ""
