@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -395,3 +396,54 @@ def test_pull_from_a_local_registry_with_an_image_pull_secret(
         assert wrong not in agent.log()
     finally:
         registry.stop()
+
+
+def test_deletion_runs_the_pre_stop_hook_and_logs_follow(
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    agent = _agent(start_agent, containerd)
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    ticker = _container(
+        "main",
+        "trap 'echo terminated; exit 0' TERM; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
+        volumeMounts=[{"name": "hook", "mountPath": "/hook"}],
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "echo hook-ran > /hook/done"]}}},
+    )
+    spec = _pod(
+        "ticker",
+        agent.node_name,
+        [ticker],
+        volumes=[{"name": "hook", "hostPath": {"path": str(hook_dir)}}],
+        terminationGracePeriodSeconds=20,
+    )
+    create(devcluster, kube_namespace, spec)
+    wait_until(
+        lambda: (
+            (_state(devcluster, kube_namespace, "ticker") or {}).get("state", {}).get("running")
+        ),
+        60,
+        "ticker to run",
+    )
+    follower = subprocess.Popen(
+        [kubectl_path(), "logs", "-f", "-n", kube_namespace, "ticker"],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, KUBECONFIG=str(devcluster.kubeconfig)),
+    )
+    try:
+        assert follower.stdout is not None
+        seen = [follower.stdout.readline() for _ in range(5)]
+        assert seen[-1].startswith(b"tick-")  # new lines arrive while it runs
+    finally:
+        follower.kill()
+        follower.wait(10)
+    uid = pod(devcluster, kube_namespace, "ticker")["metadata"]["uid"]  # type: ignore[index]
+    started = time.monotonic()
+    devcluster.kubectl("delete", "pod", "-n", kube_namespace, "ticker", "--wait=false")
+    wait_until(lambda: sandboxes(containerd, uid) == [], 30, "the sandbox to be removed")
+    assert time.monotonic() - started < 20  # the trap ended it, not the grace period's kill
+    assert (hook_dir / "done").read_text() == "hook-ran\n"

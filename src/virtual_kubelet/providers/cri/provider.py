@@ -88,6 +88,7 @@ class CriProvider(Provider):
                 self.config.runtime_endpoint,
             )
             await check_status(self.client, self.config.runtime_endpoint)
+            await self._ensure_pause_image()
         except Exception as exc:  # the node goes NotReady with this reason; the agent lives on
             log.error("%s", exc)
         try:
@@ -95,6 +96,22 @@ class CriProvider(Provider):
         except OSError as exc:
             log.warning("cannot create the log root %s: %s", self.log_root, exc.strerror)
         await self._adopt()
+
+    async def _ensure_pause_image(self) -> None:
+        """Pull the configured sandbox image if the runtime lacks it (its own config decides
+        which image sandboxes use: this only makes sure that one is there)."""
+        image = self.config.pause_image
+        if not image:
+            return
+        spec = cri.ImageSpec(image=image)
+        found = await self.client.image("ImageStatus", cri.ImageStatusRequest(image=spec))
+        if not found.image.id:
+            log.info("pulling the sandbox image %s", image)
+            await self.client.image(
+                "PullImage",
+                cri.PullImageRequest(image=spec),
+                timeout=self.config.pull_timeout_seconds,
+            )
 
     async def stop(self) -> None:
         """Pods keep running in the runtime; a restarted agent adopts them."""

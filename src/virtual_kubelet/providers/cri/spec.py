@@ -171,10 +171,18 @@ def container_security(pod: Pod, container: dict[str, Any]) -> Any:
 
 def mounts(pod: Pod, container: dict[str, Any], volume_dir: Any) -> list[Any]:
     """The container's volumeMounts, each a bind of the directory the core wrote for that volume
-    (subPath inside it). `volume_dir(name)` is `context.volume_path(pod, name)`."""
+    (subPath inside it), or of a hostPath volume's path. `volume_dir(name)` is
+    `context.volume_path(pod, name)`."""
+    host_paths = {
+        str(v["name"]): Path(str(v["hostPath"]["path"]))
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if isinstance(v, dict) and isinstance(v.get("hostPath"), dict) and v.get("name")
+    }
     found = []
     for mount in container.get("volumeMounts") or []:
-        source: Path = volume_dir(str(mount["name"]))
+        name = str(mount["name"])
+        # hostPath volumes are the host's own directories; the core writes every other kind.
+        source: Path = host_paths.get(name) or volume_dir(name)
         if mount.get("subPath"):
             source = source / str(mount["subPath"])
         found.append(
