@@ -4,6 +4,10 @@ Start-up order matters and is the promise of this module: the API server must an
 starts, the pod cache syncs and the provider's pods are reconciled (adopted or removed) *before* the
 Node is registered, so nothing is created twice and nothing deleted meanwhile is forgotten. On
 SIGTERM/SIGINT the agent stops taking work and exits, leaving pods running in the provider.
+
+With leader election (`--leader-elect`) all of that waits until this agent leads its node: a
+standby has only its metrics endpoint and a candidate loop, so adoption happens when it takes over.
+A leader that loses its Lease stops serving at once and exits with LeadershipLost.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from .kube.events import EventRecorder
 from .kubelet_api.certs import ServingIdentity
 from .kubelet_api.listener import ListenError, bind_listener, unreachable_reason
 from .kubelet_api.service import KubeletApiSettings, KubeletService
-from .metrics import count_pods_from, watch_gc_pauses
+from .metrics import LEADER, count_pods_from, watch_gc_pauses
 from .node.controller import NodeController, NodeSettings
 from .node.health import ProviderHealth
+from .node.leader import ElectionSettings, LeaderElector, LeadershipLost
 from .node.lease import DURATION_S as LEASE_DURATION_S
 from .node.lease import LeaseController
 from .pods.controller import PodController
@@ -43,6 +48,7 @@ from .pods.settings import PodNode, PodSettings
 from .pods.volumes import PodVolumes
 from .providers import registry
 from .providers.base import ProviderContext
+from .sdk import Provider
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ class AgentSettings:
     lease_duration: int = LEASE_DURATION_S
     extra_labels: dict[str, str] = field(default_factory=dict)
     kubelet_api: KubeletApiSettings | None = field(default_factory=KubeletApiSettings)
+    #: `--leader-elect`: agents for the same node elect one that serves it; None = always serve.
+    leader_election: ElectionSettings | None = None
 
 
 def memory_backed(path: Path) -> bool:
@@ -184,18 +192,6 @@ class Agent:
                 unreachable,
                 s.node_name,
             )
-        listener = None
-        if s.kubelet_api is not None:
-            # Bound now, before anything registers: a taken port is a start-up error, not a
-            # Ready node whose kubelet API never answers.
-            try:
-                listener = bind_listener(
-                    s.kubelet_api.listen_address or internal_ip,
-                    s.kubelet_api.port,
-                    fallback_any=s.kubelet_api.listen_address is None,
-                )
-            except ListenError as exc:
-                raise StartupError(str(exc)) from None
         context = ProviderContext(
             node_name=s.node_name,
             operating_system=s.operating_system,
@@ -217,13 +213,63 @@ class Agent:
         )
         # The lease gets its own connections and no shared rate budget: pod load can't starve it.
         lease_client = KubeClient(config, name="lease", max_connections=2, user_agent=user_agent)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        listener: socket.socket | None = None
+        metrics = None
+        elector = None
         try:
-            await self._run(client, lease_client, context, listener)
+            version = await self._wait_for_api(client)
+            log.info(
+                "API server %s (Kubernetes %s) via %s",
+                client.config.server,
+                version.get("gitVersion"),
+                client.config.source,
+            )
+            provider = registry.create(s.provider, context)  # a bad config fails a standby too
+            metrics = await self._start_metrics()
+            if s.leader_election is not None:
+                elector = LeaderElector(lease_client, s.leader_election)
+                if not await _until_stopped(elector.acquire(), stop):
+                    return
+            else:
+                LEADER.set(1)
+            listener = self._bind_kubelet_port(internal_ip)
+            await provider.start()
+            try:
+                await self._run(client, lease_client, context, listener, provider, stop, elector)
+            finally:
+                await provider.stop()
+                if elector is not None:
+                    # After the provider stopped: a standby may start its own on shared state.
+                    await elector.release()
         finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if metrics is not None:
+                await metrics.cleanup()
             await client.close()
             await lease_client.close()
             if listener is not None:
                 listener.close()
+
+    def _bind_kubelet_port(self, internal_ip: str) -> socket.socket | None:
+        """Bound before anything registers: a taken port is a start-up error, not a Ready node
+        whose kubelet API never answers. (With leader election, once leading: a standby on the
+        same host must not hold the leader's port.)"""
+        api = self.settings.kubelet_api
+        if api is None:
+            return None
+        try:
+            return bind_listener(
+                api.listen_address or internal_ip,
+                api.port,
+                fallback_any=api.listen_address is None,
+            )
+        except ListenError as exc:
+            raise StartupError(str(exc)) from None
 
     async def _run(
         self,
@@ -231,104 +277,97 @@ class Agent:
         lease_client: KubeClient,
         context: ProviderContext,
         listener: socket.socket | None,
+        provider: Provider,
+        stop: asyncio.Event,
+        elector: LeaderElector | None,
     ) -> None:
         s = self.settings
-        version = await self._wait_for_api(client)
-        log.info(
-            "API server %s (Kubernetes %s) via %s",
-            client.config.server,
-            version.get("gitVersion"),
-            client.config.source,
+        lost: list[LeadershipLost] = []
+        context.state_dir.mkdir(parents=True, exist_ok=True)
+        events = EventRecorder(
+            client,
+            component="virtual-kubelet",
+            host=s.node_name,
+            qps=s.event_qps,
+            burst=s.event_burst,
         )
-        provider = registry.create(s.provider, context)
-        await provider.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        metrics = await self._start_metrics()
-        try:
-            context.state_dir.mkdir(parents=True, exist_ok=True)
-            events = EventRecorder(
-                client,
-                component="virtual-kubelet",
-                host=s.node_name,
-                qps=s.event_qps,
-                burst=s.event_burst,
-            )
-            resources = ResourceCache(client)
-            health = ProviderHealth(provider.ping)
-            node_settings = NodeSettings(
-                name=s.node_name,
-                provider=s.provider,
-                operating_system=s.operating_system,
-                internal_ip=context.internal_ip,
-                daemon_port=s.daemon_port,
-                taints=s.taints,
-                labels=s.extra_labels,
-                status_interval=s.node_status_interval,
-            )
-            node = NodeController(client, provider, node_settings, health)
-            desired_node = await node.build()
-            allocatable = dict(desired_node["status"].get("allocatable", {}))
-            volumes = PodVolumes(context.pods_dir, resources, node_allocatable=allocatable)
-            pods = PodController(
-                client,
-                provider,
-                events,
-                s.pods,
-                PodNode(s.node_name, host_ips=[context.internal_ip], allocatable=allocatable),
-                resources,
-                volumes if provider.wants_volume_files() else None,
-            )
-            count_pods_from(pods.cached_pods)
-            # Every long-lived task of the agent, kept so that shutdown can cancel them all.
-            tasks: list[asyncio.Task[None]] = []
-            async with asyncio.TaskGroup() as group:
+        resources = ResourceCache(client)
+        health = ProviderHealth(provider.ping)
+        node_settings = NodeSettings(
+            name=s.node_name,
+            provider=s.provider,
+            operating_system=s.operating_system,
+            internal_ip=context.internal_ip,
+            daemon_port=s.daemon_port,
+            taints=s.taints,
+            labels=s.extra_labels,
+            status_interval=s.node_status_interval,
+        )
+        node = NodeController(client, provider, node_settings, health)
+        desired_node = await node.build()
+        allocatable = dict(desired_node["status"].get("allocatable", {}))
+        volumes = PodVolumes(context.pods_dir, resources, node_allocatable=allocatable)
+        pods = PodController(
+            client,
+            provider,
+            events,
+            s.pods,
+            PodNode(s.node_name, host_ips=[context.internal_ip], allocatable=allocatable),
+            resources,
+            volumes if provider.wants_volume_files() else None,
+        )
+        count_pods_from(pods.cached_pods)
+        # Every long-lived task of the agent, kept so that shutdown can cancel them all.
+        tasks: list[asyncio.Task[None]] = []
+        async with asyncio.TaskGroup() as group:
 
-                def start(name: str, run: Callable[[], Awaitable[None]]) -> None:
-                    tasks.append(group.create_task(supervise(name, run), name=name))
+            def start(name: str, run: Callable[[], Awaitable[None]]) -> None:
+                tasks.append(group.create_task(supervise(name, run), name=name))
 
-                start("events", events.run)
-                start("gc pacing", FullCollectionPacer().run)
-                start("pod reflector", pods.watch)
-                await pods.start(timeout=s.startup_timeout or 1e9)
-                await node.register()
-                log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
-                lease = LeaseController(
-                    lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
+            if elector is not None:
+                # Not supervised: a lost Lease is final, everything stops at once.
+                tasks.append(
+                    group.create_task(_watch_leadership(elector, lost, stop), name="leader")
                 )
-                start("pods", pods.run)
-                start("node", node.run)
-                start("lease", lease.run)
-                start("resync", lambda: self._resync(pods))
-                if s.kubelet_api is not None and listener is not None:
-                    api_settings = s.kubelet_api
-                    if api_settings.client_ca is None and client.config.ca_data:
-                        # The API server's kubelet-client certificate is normally issued by the
-                        # cluster CA: trust it for client certificates unless told otherwise.
-                        api_settings = replace(api_settings, client_ca=client.config.ca_data)
-                    service = KubeletService(
-                        api_settings,
-                        client,
-                        provider,
-                        ServingIdentity(s.node_name, (context.internal_ip,)),
-                        pods.cached_pods,
-                        context.state_dir / "pki",
-                        listener,
-                    )
-                    start("kubelet API", service.run)
-                await stop.wait()
+            start("events", events.run)
+            start("gc pacing", FullCollectionPacer().run)
+            start("pod reflector", pods.watch)
+            await pods.start(timeout=s.startup_timeout or 1e9)
+            await node.register()
+            log.info("node %s registered; provider %s; serving pods", s.node_name, s.provider)
+            lease = LeaseController(
+                lease_client, s.node_name, health, node.node_uid, duration=s.lease_duration
+            )
+            start("pods", pods.run)
+            start("node", node.run)
+            start("lease", lease.run)
+            start("resync", lambda: self._resync(pods))
+            if s.kubelet_api is not None and listener is not None:
+                api_settings = s.kubelet_api
+                if api_settings.client_ca is None and client.config.ca_data:
+                    # The API server's kubelet-client certificate is normally issued by the
+                    # cluster CA: trust it for client certificates unless told otherwise.
+                    api_settings = replace(api_settings, client_ca=client.config.ca_data)
+                service = KubeletService(
+                    api_settings,
+                    client,
+                    provider,
+                    ServingIdentity(s.node_name, (context.internal_ip,)),
+                    pods.cached_pods,
+                    context.state_dir / "pki",
+                    listener,
+                )
+                start("kubelet API", service.run)
+            await stop.wait()
+            if lost:
+                log.error("%s; stopping at once (pods keep running in the provider)", lost[0])
+            else:
                 log.info("shutting down; pods keep running in the provider")
-                pods.shutdown()
-                for task in tasks:
-                    task.cancel()
-        finally:
-            await provider.stop()
-            if metrics is not None:
-                await metrics.cleanup()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            pods.shutdown()
+            for task in tasks:
+                task.cancel()
+        if lost:
+            raise lost[0]
 
     async def _resync(self, pods: PodController) -> None:
         if self.settings.full_resync_period <= 0:
@@ -363,6 +402,29 @@ class Agent:
         self.metrics_port = int(runner.addresses[0][1])
         log.info("metrics on http://%s:%s/metrics", host or "0.0.0.0", self.metrics_port)
         return runner
+
+
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await `work` unless `stop` is set first (then cancel it); True if `work` finished."""
+    done_task = asyncio.ensure_future(work)
+    stop_task = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({done_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    if done_task.done():
+        done_task.result()
+        return True
+    done_task.cancel()
+    return False
+
+
+async def _watch_leadership(
+    elector: LeaderElector, lost: list[LeadershipLost], stop: asyncio.Event
+) -> None:
+    try:
+        await elector.keep_leading()
+    except LeadershipLost as exc:
+        lost.append(exc)
+        stop.set()
 
 
 async def supervise(

@@ -19,6 +19,7 @@ from . import __version__
 from .agent import Agent, AgentSettings, StartupError
 from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
+from .node import leader
 from .pods.settings import PodSettings
 from .providers import registry
 from .sdk import ProviderConfigError
@@ -290,6 +291,40 @@ class _AgentCommands(click.Group):
     help="How long a client may take to open its streams.",
 )
 @click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Run several agents for one node (HA): they elect a leader with a Lease and only the "
+    "leader serves the node; the others stand by and take over when its Lease expires.",
+)
+@click.option(
+    "--leader-elect-namespace",
+    default=leader.DEFAULT_NAMESPACE,
+    show_default=True,
+    help="Namespace of the election Lease (named virtual-kubelet-<node>).",
+)
+@click.option(
+    "--leader-elect-identity",
+    help="This candidate's name in the Lease [default: <hostname>_<random uuid>].",
+)
+@click.option(
+    "--leader-elect-lease-duration",
+    default=_duration_text(leader.DEFAULT_LEASE_DURATION_S),
+    show_default=True,
+    help="How long a standby waits after the leader's last renewal before taking over.",
+)
+@click.option(
+    "--leader-elect-renew-deadline",
+    default=_duration_text(leader.DEFAULT_RENEW_DEADLINE_S),
+    show_default=True,
+    help="A leader that could not renew for this long stops serving (and exits).",
+)
+@click.option(
+    "--leader-elect-retry-period",
+    default=_duration_text(leader.DEFAULT_RETRY_PERIOD_S),
+    show_default=True,
+    help="How often candidates try to take the Lease and the leader renews it.",
+)
+@click.option(
     "--metrics-addr",
     default=_AGENT.metrics_addr,
     show_default=True,
@@ -348,6 +383,12 @@ def _run_agent(
     authorization_mode: str,
     stream_idle_timeout: str,
     stream_creation_timeout: str,
+    leader_elect: bool,
+    leader_elect_namespace: str,
+    leader_elect_identity: str | None,
+    leader_elect_lease_duration: str,
+    leader_elect_renew_deadline: str,
+    leader_elect_retry_period: str,
     metrics_addr: str,
     log_level: str,
     log_format: str,
@@ -391,6 +432,16 @@ def _run_agent(
             stream_creation_timeout=_duration(stream_creation_timeout, "--stream-creation-timeout"),
             stream_idle_timeout=_duration(stream_idle_timeout, "--stream-idle-timeout"),
         )
+    election = None
+    if leader_elect:
+        election = _election(
+            nodename,
+            leader_elect_namespace,
+            leader_elect_identity,
+            leader_elect_lease_duration,
+            leader_elect_renew_deadline,
+            leader_elect_retry_period,
+        )
     settings = AgentSettings(
         node_name=nodename,
         provider=provider,
@@ -412,6 +463,7 @@ def _run_agent(
         event_qps=event_qps,
         event_burst=event_burst,
         metrics_addr=metrics_addr,
+        leader_election=election,
         node_status_interval=_duration(
             node_status_update_frequency, "--node-status-update-frequency"
         ),
@@ -423,12 +475,44 @@ def _run_agent(
         return 2
     try:
         asyncio.run(Agent(settings).run())
-    except (StartupError, ProviderConfigError, registry.ProviderLoadError) as exc:
+    except (
+        StartupError,
+        ProviderConfigError,
+        registry.ProviderLoadError,
+        leader.LeadershipLost,
+    ) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _election(
+    node: str,
+    namespace: str,
+    identity: str | None,
+    lease_duration: str,
+    renew_deadline: str,
+    retry_period: str,
+) -> leader.ElectionSettings:
+    duration = _duration(lease_duration, "--leader-elect-lease-duration")
+    if duration != int(duration) or duration < 1:
+        raise click.BadParameter(
+            f"{lease_duration!r}: a Lease lasts whole seconds (at least 1s)",
+            param_hint="--leader-elect-lease-duration",
+        )
+    try:
+        return leader.ElectionSettings(
+            node_name=node,
+            namespace=namespace,
+            identity=identity or leader.default_identity(),
+            lease_duration=int(duration),
+            renew_deadline=_duration(renew_deadline, "--leader-elect-renew-deadline"),
+            retry_period=_duration(retry_period, "--leader-elect-retry-period"),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()

@@ -29,6 +29,10 @@ LEASE_RENEWAL_AGE = Gauge(
 LEASE_RENEWALS = Counter(
     "virtual_kubelet_lease_renewals_total", "Lease renewal attempts, by result.", ["result"]
 )
+LEADER = Gauge(
+    "virtual_kubelet_leader",
+    "1 while this agent leads its node (always 1 without --leader-elect), 0 while standing by.",
+)
 KUBELET_API_CONNECTIONS = Gauge(
     "virtual_kubelet_kubelet_api_connections", "Open connections to the kubelet API port."
 )
