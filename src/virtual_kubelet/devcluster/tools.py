@@ -1,0 +1,51 @@
+"""Go command-line tools the deployment tests need (helm), built from their Go modules and cached.
+
+Like the control plane, each tool is compiled once from its published module through a wrapper
+module (`build.ensure_tool`) into `~/.cache/virtual-kubelet/tools/<name>-<version>`; nothing is
+downloaded as a binary and nothing lands in the repository. `python -m
+virtual_kubelet.devcluster.tools helm` builds it and prints its path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .build import GoTool, Progress, ensure_tool
+
+#: helm, pinned. Its version string is stamped as the release build does (`helm version`).
+HELM_VERSION = "v3.22.0"
+HELM = GoTool(
+    name="helm",
+    module="helm.sh/helm/v3",
+    version=HELM_VERSION,
+    package="helm.sh/helm/v3/cmd/helm",
+    binary="helm",
+    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def ensure_helm(progress: Progress = _silent) -> Path:
+    """The path of helm: `$VK_HELM` if set (a ready-made binary), else built once and cached."""
+    explicit = os.environ.get("VK_HELM")
+    if explicit:
+        return Path(explicit)
+    return ensure_tool(HELM, progress=progress)
+
+
+def main(argv: list[str]) -> int:
+    tools = {"helm": ensure_helm}
+    if len(argv) != 1 or argv[0] not in tools:
+        print(f"usage: python -m virtual_kubelet.devcluster.tools {{{','.join(tools)}}}")
+        return 2
+    print(tools[argv[0]](progress=lambda m: print(m, file=sys.stderr, flush=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
