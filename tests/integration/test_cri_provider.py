@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -447,3 +448,57 @@ def test_deletion_runs_the_pre_stop_hook_and_logs_follow(
     wait_until(lambda: sandboxes(containerd, uid) == [], 30, "the sandbox to be removed")
     assert time.monotonic() - started < 20  # the trap ended it, not the grace period's kill
     assert (hook_dir / "done").read_text() == "hook-ran\n"
+
+
+def test_exec_with_a_terminal_resize_and_exit_code(
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    agent = _agent(start_agent, containerd)
+    create(
+        devcluster,
+        kube_namespace,
+        _pod("shell", agent.node_name, [_container("main", "exec sleep 3600")]),
+    )
+    wait_until(
+        lambda: (_state(devcluster, kube_namespace, "shell") or {}).get("state", {}).get("running"),
+        60,
+        "shell to run",
+    )
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    session = f"vk-{secrets.token_hex(3)}"
+    # The first size arrives just after the shell starts: wait for it.
+    script = "until stty size 2>/dev/null; do sleep 0.1; done; read x; stty size; exit 5"
+    command = (
+        f"KUBECONFIG={devcluster.kubeconfig} {kubectl_path()} exec -it -n {kube_namespace} "
+        f"shell -- sh -c '{script}'; echo rc=$?; sleep 60"
+    )
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True
+    )
+    try:
+
+        def screen() -> str:
+            return subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+
+        def sized(text: str) -> bool:
+            shown = screen()
+            if text not in shown:
+                raise AssertionError(shown)  # what the terminal showed, if it never comes
+            return True
+
+        wait_until(lambda: sized("24 80"), 30, "the terminal size to arrive")
+        subprocess.run(
+            ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
+        )
+        subprocess.run(["tmux", "send-keys", "-t", session, "go", "Enter"], check=True)
+        wait_until(lambda: "40 120" in screen(), 30, "the resize to arrive")
+        wait_until(lambda: "rc=5" in screen(), 30, "the exit code")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
