@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "kubernetes": "virtual_kubelet.providers.kubernetes:KubernetesProvider",
     "mock": "virtual_kubelet.providers.mock:MockProvider",
     "process": "virtual_kubelet.providers.process:ProcessProvider",
+    "slurm": "virtual_kubelet.providers.slurm:SlurmProvider",
     "web": "virtual_kubelet.providers.web:web_provider",
 }
 

@@ -1,0 +1,45 @@
+"""The slurm provider's `--provider-config`: where the Slurm CLI is and which cluster it talks to,
+the job defaults (partition, account, QoS, reservation), how often to poll and how many Slurm
+calls may run at once. Validated with one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Pod annotations that choose a job's placement, over the config's defaults.
+ANNOTATION_PREFIX = "slurm.virtual-kubelet.io/"
+PLACEMENT_KEYS = ("partition", "account", "qos", "reservation")
+
+
+class SlurmConfig(BaseModel):
+    """Every key of the slurm provider's config file (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The cluster's slurm.conf, passed to the CLI as SLURM_CONF (the CLI's default otherwise).
+    slurm_conf: Path | None = None
+    #: A directory holding sbatch, squeue, scancel, sinfo, scontrol and srun (else PATH).
+    bin_dir: Path | None = None
+    #: Where each pod's job directory goes (scripts, env files, logs, exit codes); it must be on
+    #: a file system the compute nodes share with the agent. Default `<state dir>/slurm`.
+    work_root: Path | None = None
+    #: Job defaults, each overridden by the pod annotation slurm.virtual-kubelet.io/<key>.
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    #: Seconds between two status polls (one squeue call each, whatever the number of pods).
+    poll_seconds: float = Field(2.0, gt=0)
+    #: Seconds between two capacity reads (sinfo) for the node's capacity.
+    capacity_refresh_seconds: float = Field(60.0, gt=0)
+    #: Slurm CLI calls allowed at once (a burst of pods queues behind this).
+    max_concurrent_calls: int = Field(4, gt=0)
+    #: How long one CLI call may take before it counts as failed.
+    call_timeout_seconds: float = Field(30.0, gt=0)
+    #: Pods the node advertises.
+    max_pods: int = Field(1000, gt=0)
+
+    def command(self, name: str) -> str:
+        return str(self.bin_dir / name) if self.bin_dir else name

@@ -1,0 +1,424 @@
+"""The `slurm` provider: each pod is one Slurm batch job, submitted with `sbatch` on the local
+Slurm CLI and tracked for all pods at once with one `squeue --json` call per poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...sdk import (
+    ContainerIO,
+    InvalidInput,
+    LogOptions,
+    Node,
+    NotFound,
+    Pod,
+    PodCallback,
+    PodStatus,
+    Provider,
+    ProviderContext,
+    deep_copy,
+    key_of,
+    read_mapping,
+    rfc3339,
+    uid_of,
+    validate,
+)
+from ...sdk.cri_log_files import stream_log
+from . import jobs, script
+from .cli import SlurmCallFailed, SlurmCli
+from .config import SlurmConfig
+from .node import capacity_of, parse_sinfo
+from .status import pod_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Record:
+    """A pod this provider runs: the pod (env values blanked), its job and its directory."""
+
+    pod: Pod
+    job_dir: Path
+    job_id: str | None = None
+    deleting: bool = False
+    #: When sbatch returned (monotonic); a poll begun earlier cannot know the job yet.
+    submitted: float = 0.0
+
+
+def _without_env_values(pod: Pod) -> Pod:
+    """The pod as kept on disk and in memory: env values may be secrets, so only names stay."""
+    kept: Pod = deep_copy(pod)
+    for kind in ("initContainers", "containers"):
+        for container in kept["spec"].get(kind) or []:
+            for entry in container.get("env") or []:
+                if "value" in entry:
+                    entry["value"] = ""
+    return kept
+
+
+class SlurmProvider(Provider):
+    description = "Pods as Slurm batch jobs (sbatch, squeue, scancel on the Slurm CLI)."
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        path = context.config_path
+        self.config = validate(SlurmConfig, read_mapping(path), path) if path else SlurmConfig()
+        self.root = self.config.work_root or context.state_dir / "slurm"
+        self.cli = SlurmCli(self.config)
+        self.user = jobs.current_user()
+        self.records: dict[str, Record] = {}  # by namespace/name
+        self.jobs: dict[str, jobs.JobInfo] = {}  # by pod UID, as of the last poll
+        self.jobs_as_of = 0.0  # when the last successful poll began (monotonic)
+        self.use_json = True
+        self.poll_error: str | None = None
+        self.polled = asyncio.Event()
+        self.poll_now = asyncio.Event()
+        self.notify: PodCallback | None = None
+        self.reported: dict[str, str] = {}
+        self.poller: asyncio.Task[None] | None = None
+        self.capacity: dict[str, str] | None = None
+        self.capacity_read = 0.0
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        (self.root / "pods").mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        for pod_file in sorted((self.root / "pods").glob("*/pod.json")):
+            try:
+                pod = json.loads(pod_file.read_text())
+            except (OSError, ValueError):
+                log.warning("skipping unreadable %s", pod_file)
+                continue
+            record = Record(pod=pod, job_dir=pod_file.parent)
+            job_id_file = pod_file.parent / "job-id"
+            if job_id_file.exists():
+                record.job_id = job_id_file.read_text().strip() or None
+            self.records[key_of(pod)] = record
+        await self.poll()
+        # A job submitted just before a crash, before its id was written: found by its UID.
+        for record in self.records.values():
+            job = self.jobs.get(uid_of(record.pod))
+            if job is not None and record.job_id != job.job_id:
+                record.job_id = job.job_id
+                (record.job_dir / "job-id").write_text(job.job_id)
+        self.poller = asyncio.create_task(self._poll_forever(), name="slurm-poll")
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+
+    def notify_pods(self, callback: PodCallback) -> None:
+        self.notify = callback
+
+    # --- polling ----------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """One call for every job: squeue --json (or scontrol show job where there is no JSON)."""
+        node = self.context.node_name
+        began = time.monotonic()
+        try:
+            if self.use_json:
+                try:
+                    text = await self.cli.run("squeue", "--json")
+                    self.jobs = jobs.parse_squeue_json(text, node, self.user)
+                except SlurmCallFailed as exc:
+                    if "unrecognized option" not in str(exc) and "invalid option" not in str(exc):
+                        raise
+                    log.info("squeue has no --json here: reading scontrol show job instead")
+                    self.use_json = False
+            if not self.use_json:
+                text = await self.cli.run("scontrol", "show", "job", "--oneliner", "--all")
+                self.jobs = jobs.parse_scontrol(text, node, self.user)
+            self.poll_error = None
+            self.jobs_as_of = began
+        except (SlurmCallFailed, ValueError) as exc:
+            self.poll_error = str(exc)
+            log.warning("reading Slurm's jobs failed: %s", exc)
+        self.polled.set()
+        self.polled = asyncio.Event()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
+            self.poll_now.clear()
+            await self.poll()
+            if self.poll_error is None:
+                self._report_changes()
+
+    def _report_changes(self) -> None:
+        if self.notify is None:
+            return
+        for key, record in list(self.records.items()):
+            if record.deleting:
+                continue
+            pod = self._with_status(record)
+            shown = json.dumps(
+                {k: v for k, v in pod["status"].items() if k != "conditions"}, sort_keys=True
+            ) + json.dumps([(c["type"], c["status"]) for c in pod["status"]["conditions"]])
+            if self.reported.get(key) != shown:
+                self.reported[key] = shown
+                self.notify(pod)
+
+    async def _next_poll(self) -> None:
+        waiting = self.polled
+        self.poll_now.set()
+        await waiting.wait()
+
+    def _with_status(self, record: Record) -> Pod:
+        pod: Pod = deep_copy(record.pod)
+        job = self.jobs.get(uid_of(pod))
+        if job is None and record.job_id is not None and record.submitted >= self.jobs_as_of:
+            # Submitted after the last poll began: Slurm has it, we have not asked yet.
+            job = jobs.JobInfo(record.job_id, uid_of(pod), "PENDING", "submitted", 0, 0, 0)
+        pod["status"] = pod_status(
+            record.pod, job, record.job_id, record.job_dir, self.context.internal_ip
+        )
+        return pod
+
+    # --- pods -------------------------------------------------------------------------------
+
+    async def create_pod(self, pod: Pod) -> None:
+        key, uid = key_of(pod), uid_of(pod)
+        known = self.records.get(key)
+        if known is not None and uid_of(known.pod) == uid:
+            return  # already submitted (or adopted): never twice
+        job_dir = self.root / "pods" / uid
+        volume_paths = {
+            v["name"]: str(self.context.volume_path(pod, v["name"]))
+            for v in pod["spec"].get("volumes") or []
+        }
+        files = script.build(pod, self.config, self.context.node_name, str(job_dir), volume_paths)
+        for sub in ("env", "logs", "status"):
+            (job_dir / sub).mkdir(parents=True, exist_ok=True)
+        job_dir.chmod(0o700)
+        (job_dir / "env").chmod(0o700)
+        for name, content in files.env_files.items():
+            env_file = job_dir / "env" / f"{name}.env"
+            env_file.touch(mode=0o600)
+            env_file.write_bytes(content)
+        (job_dir / "stamp.pl").write_text(script.STAMP_PL)
+        (job_dir / "job.sh").write_text(files.script)
+        kept = _without_env_values(pod)
+        kept.setdefault("status", {})["startTime"] = rfc3339()
+        (job_dir / "pod.json").write_text(json.dumps(kept))
+        record = Record(pod=kept, job_dir=job_dir)
+        existing = self.jobs.get(uid)
+        if existing is not None:
+            record.job_id = existing.job_id  # submitted before a crash: adopt, never resubmit
+        else:
+            try:
+                out = await self.cli.run("sbatch", *files.sbatch_args, str(job_dir / "job.sh"))
+            except SlurmCallFailed as exc:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                refused = ("invalid", "Invalid", "not available", "Requested node configuration")
+                if any(word in str(exc) for word in refused):
+                    raise InvalidInput(f"Slurm refused the job: {exc}") from None
+                raise
+            record.job_id = out.strip().split(";", 1)[0]
+            record.submitted = time.monotonic()
+            (job_dir / "job-id").write_text(record.job_id)
+        self.records[key] = record
+        log.info("pod %s is Slurm job %s", key, record.job_id)
+        self.poll_now.set()
+
+    async def update_pod(self, pod: Pod) -> None:
+        record = self.records.get(key_of(pod))
+        if record is None or uid_of(record.pod) != uid_of(pod):
+            raise NotFound(key_of(pod))
+        # A running job's spec cannot change; labels and annotations are kept for list_pods.
+        record.pod["metadata"] = deep_copy(pod["metadata"])
+
+    async def delete_pod(self, pod: Pod) -> None:
+        key = key_of(pod)
+        record = self.records.get(key)
+        if record is None or uid_of(record.pod) != uid_of(pod):
+            raise NotFound(key)
+        record.deleting = True
+        grace = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+        job = self.jobs.get(uid_of(pod))
+        if record.job_id is not None and (job is None or not job.finished):
+            await self._cancel(record.job_id, float(grace))
+        self.records.pop(key, None)
+        self.reported.pop(key, None)
+        shutil.rmtree(record.job_dir, ignore_errors=True)
+
+    async def _cancel(self, job_id: str, grace: float) -> None:
+        """SIGTERM to every process of the job, SIGKILL and cancel once the grace period is
+        over (or at once for a pending job or grace 0)."""
+        deadline = time.monotonic() + grace
+        job = next((j for j in self.jobs.values() if j.job_id == job_id), None)
+        if grace > 0 and job is not None and job.state == "RUNNING":
+            try:
+                await self.cli.run("scancel", "--signal=TERM", "--full", job_id)
+            except SlurmCallFailed as exc:
+                log.warning("scancel --signal=TERM %s: %s", job_id, exc)
+            while time.monotonic() < deadline - 0.5:
+                await asyncio.wait_for(self._next_poll(), self.config.call_timeout_seconds)
+                job = next((j for j in self.jobs.values() if j.job_id == job_id), None)
+                if job is None or job.finished:
+                    return
+        try:
+            await self.cli.run("scancel", "--signal=KILL", "--full", job_id)
+            await self.cli.run("scancel", job_id)
+        except SlurmCallFailed as exc:
+            # Already over is fine; anything else must be retried by the agent.
+            if "already completing or completed" not in str(exc) and "Invalid job id" not in str(
+                exc
+            ):
+                raise
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        record = self.records.get(f"{namespace}/{name}")
+        return None if record is None else self._with_status(record)
+
+    async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
+        pod = await self.get_pod(namespace, name)
+        return None if pod is None else pod["status"]
+
+    async def list_pods(self) -> list[Pod]:
+        return [self._with_status(r) for r in self.records.values()]
+
+    # --- node -------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        if self.poll_error is not None:
+            raise RuntimeError(f"Slurm does not answer: {self.poll_error}")
+
+    async def configure_node(self, node: Node) -> None:
+        if self.capacity is None or time.monotonic() - self.capacity_read > (
+            self.config.capacity_refresh_seconds
+        ):
+            try:
+                text = await self.cli.run(
+                    "sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G|%t|%P"
+                )
+                self.capacity = capacity_of(parse_sinfo(text), self.config.partition)
+                self.capacity_read = time.monotonic()
+            except SlurmCallFailed as exc:
+                log.warning("sinfo failed: %s", exc)
+        status = node.setdefault("status", {})
+        capacity = dict(self.capacity or {"cpu": "0", "memory": "0"})
+        capacity["pods"] = str(self.config.max_pods)
+        status["capacity"] = capacity
+        status["allocatable"] = dict(capacity)
+        info = status.setdefault("nodeInfo", {})
+        info["containerRuntimeVersion"] = "slurm://"
+        node.setdefault("spec", {})["providerID"] = f"slurm://{self.context.node_name}"
+
+    # --- kubelet API ------------------------------------------------------------------------
+
+    def _running_record(self, namespace: str, pod: str, container: str) -> Record:
+        record = self.records.get(f"{namespace}/{pod}")
+        if record is None:
+            raise NotFound(f"pod {namespace}/{pod}")
+        names = [
+            c["name"]
+            for kind in ("initContainers", "containers")
+            for c in record.pod["spec"].get(kind) or []
+        ]
+        if container not in names:
+            raise NotFound(f"container {container} in pod {namespace}/{pod}")
+        return record
+
+    async def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        record = self._running_record(namespace, pod, container)
+        uid = uid_of(record.pod)
+        exit_file = record.job_dir / "status" / f"{container}.exit"
+
+        def running() -> bool:
+            job = self.jobs.get(uid)
+            return (
+                f"{namespace}/{pod}" in self.records
+                and not exit_file.exists()
+                and job is not None
+                and not job.finished
+            )
+
+        async for chunk in stream_log(
+            record.job_dir / "logs" / f"{container}.log", options, running
+        ):
+            yield chunk
+
+    async def run_in_container(
+        self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
+    ) -> int:
+        record = self._running_record(namespace, pod, container)
+        job = self.jobs.get(uid_of(record.pod))
+        if record.job_id is None or job is None or job.state != "RUNNING":
+            raise InvalidInput(f"pod {namespace}/{pod} is not running in Slurm")
+        if not command:
+            raise InvalidInput("no command")
+        env_file = record.job_dir / "env" / f"{container}.env"
+        # The command runs as a step beside the job's, with the container's env and directory.
+        argv = [
+            "--jobid",
+            record.job_id,
+            "--overlap",
+            "--ntasks=1",
+            "--nodes=1",
+            "--quiet",
+            f"--chdir={record.job_dir}",
+            "--export=NONE",
+            "/bin/bash",
+            "-c",
+            'envs=(); while IFS= read -r -d "" kv; do envs+=("$kv"); done < "$0";'
+            ' exec env -i "${envs[@]}" "$@"',
+            str(env_file),
+            *command,
+        ]
+        process = await asyncio.create_subprocess_exec(
+            self.config.command("srun"),
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.cli.env,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+
+        async def pump_in() -> None:
+            assert process.stdin
+            try:
+                if io.stdin is not None:
+                    while chunk := await io.stdin.read():
+                        process.stdin.write(chunk)
+                        await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                process.stdin.close()
+
+        async def pump_out(source: asyncio.StreamReader, sink: Any) -> None:
+            while chunk := await source.read(65536):
+                if sink is not None:
+                    await sink.write(chunk)
+
+        feeder = asyncio.create_task(pump_in())
+        try:
+            await asyncio.gather(
+                pump_out(process.stdout, io.stdout), pump_out(process.stderr, io.stderr)
+            )
+            code = await process.wait()
+        finally:
+            feeder.cancel()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        return code & 0xFF

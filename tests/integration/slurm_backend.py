@@ -1,0 +1,52 @@
+"""The `slurm` fixture: a private single-node Slurm (installed from Debian when missing), shared
+by the slurm provider's tests and stopped afterwards if they started it. Under CI=true a backend
+that cannot be had is a failure; elsewhere the tests are skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from virtual_kubelet.devcluster.slurm import SlurmCluster, SlurmUnavailable
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    cluster = SlurmCluster.named("tests")
+    started_here = not cluster.running()
+    try:
+        cluster.up()
+    except SlurmUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Slurm is required under CI=true: {exc}")
+        pytest.skip(f"no Slurm here: {exc}")
+    yield cluster
+    if started_here:
+        cluster.down()
+
+
+def jobs_of(cluster: SlurmCluster, uid: str) -> list[dict[str, Any]]:
+    """Slurm's own view of the jobs whose comment names pod `uid`."""
+    shown = cluster.cli("squeue", "--json")
+    assert shown.returncode == 0, shown.stderr
+    return [
+        job
+        for job in json.loads(shown.stdout)["jobs"]
+        if str(job.get("comment", "")).endswith(f":{uid}")
+    ]
+
+
+def cancel_jobs_of_node(cluster: SlurmCluster, node_name: str) -> None:
+    """Cancel every job an agent on `node_name` submitted (so none waits in the next test's way)."""
+    shown = cluster.cli("squeue", "--json")
+    ids = [
+        str(job["job_id"])
+        for job in json.loads(shown.stdout)["jobs"]
+        if str(job.get("comment", "")).startswith(f"vk:{node_name}:")
+    ]
+    if ids:
+        cluster.cli("scancel", *ids)

@@ -1,0 +1,155 @@
+"""The slurm provider's pure parts: a pod as sbatch options and a script, Slurm's job listings
+read back (only this node's and this user's jobs), job states as pod statuses, sinfo capacity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtual_kubelet.providers.slurm import jobs, script
+from virtual_kubelet.providers.slurm.config import SlurmConfig
+from virtual_kubelet.providers.slurm.node import capacity_of, parse_sinfo
+from virtual_kubelet.providers.slurm.status import pod_status
+from virtual_kubelet.sdk import InvalidInput
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    annotations = spec.pop("annotations", {})
+    container = {
+        "name": "main",
+        "image": "busybox",
+        "command": ["sh", "-c"],
+        "args": ["echo $(GREETING)"],
+        "env": [{"name": "GREETING", "value": "s3cret-value"}],
+        **spec.pop("container", {}),
+    }
+    return {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "uid": "u-1",
+            "annotations": annotations,
+        },
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def test_resources_placement_and_identity_become_sbatch_options() -> None:
+    pod = _pod(
+        activeDeadlineSeconds=90,
+        annotations={"slurm.virtual-kubelet.io/qos": "short"},
+        container={
+            "resources": {"limits": {"cpu": "1500m", "memory": "1Gi", "nvidia.com/gpu": "2"}}
+        },
+    )
+    files = script.build(pod, SlurmConfig(partition="gpu", account="lab"), "vk1", "/w/u-1", {})
+    assert "--cpus-per-task=2" in files.sbatch_args
+    assert "--mem=1024M" in files.sbatch_args
+    assert "--gres=gpu:2" in files.sbatch_args
+    assert "--time=2" in files.sbatch_args  # 90 s -> whole minutes, rounded up
+    assert {"--partition=gpu", "--account=lab", "--qos=short"} <= set(files.sbatch_args)
+    assert "--comment=vk:vk1:u-1" in files.sbatch_args
+    assert "--export=NONE" in files.sbatch_args
+
+
+def test_env_values_stay_out_of_the_script_and_the_command_line() -> None:
+    files = script.build(_pod(), SlurmConfig(), "vk1", "/w/u-1", {})
+    assert "s3cret-value" in files.env_files["main"].decode()
+    # $(GREETING) expands as a kubelet would, so the value is in the argv: only there.
+    assert "s3cret-value" not in " ".join(files.sbatch_args)
+    stripped = script.build(
+        _pod(container={"args": ["echo hi"]}), SlurmConfig(), "vk1", "/w/u-1", {}
+    )
+    assert "s3cret-value" not in stripped.script
+
+
+def test_a_pod_that_can_never_run_is_invalid_input_with_the_reason() -> None:
+    with pytest.raises(InvalidInput, match="no command"):
+        script.build(_pod(container={"command": [], "args": []}), SlurmConfig(), "n", "/w", {})
+    with pytest.raises(InvalidInput, match="partition"):
+        script.build(
+            _pod(annotations={"slurm.virtual-kubelet.io/partition": "a; rm -rf /"}),
+            SlurmConfig(),
+            "n",
+            "/w",
+            {},
+        )
+
+
+def _squeue(*entries: dict[str, Any]) -> str:
+    return json.dumps({"jobs": list(entries)})
+
+
+def test_only_this_nodes_jobs_of_this_user_are_read_and_the_newest_wins() -> None:
+    text = _squeue(
+        {"job_id": 5, "comment": "vk:n1:u-1", "user_name": "me", "job_state": "RUNNING"},
+        {"job_id": 7, "comment": "vk:n1:u-1", "user_name": "me", "job_state": "PENDING",
+         "state_reason": "Priority"},
+        {"job_id": 8, "comment": "vk:n1:u-2", "user_name": "someone", "job_state": "RUNNING"},
+        {"job_id": 9, "comment": "vk:n2:u-3", "user_name": "me", "job_state": "RUNNING"},
+        {"job_id": 10, "comment": "", "user_name": "me", "job_state": "RUNNING"},
+        {"job_id": 11, "comment": "vk:n1:u-4", "user_name": "me", "job_state": "FAILED",
+         "exit_code": 3 << 8},
+    )  # fmt: skip
+    found = jobs.parse_squeue_json(text, "n1", "me")
+    assert set(found) == {"u-1", "u-4"}
+    assert (found["u-1"].job_id, found["u-1"].reason) == ("7", "Priority")
+    assert found["u-4"].exit_code == 3
+
+
+def test_scontrol_listing_is_the_fallback_without_json() -> None:
+    text = (
+        "JobId=4 JobName=x UserId=me(0) JobState=FAILED Reason=NonZeroExitCode "
+        "ExitCode=0:9 Comment=vk:n1:u-1\n"
+        "JobId=5 UserId=other(1) JobState=RUNNING Comment=vk:n1:u-2\n"
+    )
+    found = jobs.parse_scontrol(text, "n1", "me")
+    assert list(found) == ["u-1"]
+    assert (found["u-1"].state, found["u-1"].exit_code) == ("FAILED", 137)
+
+
+def _job(state: str, reason: str = "None", code: int = 0) -> jobs.JobInfo:
+    return jobs.JobInfo("12", "u-1", state, reason, code, 0, 0)
+
+
+def test_job_states_become_pod_phases_with_reasons(tmp_path: Path) -> None:
+    pod = _pod()
+    pending = pod_status(pod, _job("PENDING", "Resources"), "12", tmp_path, "10.0.0.1")
+    assert pending["phase"] == "Pending"
+    assert pending["message"] == "Slurm job 12 is pending: Resources"
+    waiting = pending["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "SlurmJobPending"
+
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "main.started").write_text("2026-01-01T00:00:00.123Z\n")
+    running = pod_status(pod, _job("RUNNING"), "12", tmp_path, "10.0.0.1")
+    assert running["phase"] == "Running"
+    assert running["containerStatuses"][0]["ready"] is True
+
+    (tmp_path / "status" / "main.exit").write_text("3 2026-01-01T00:00:05.1Z\n")
+    failed = pod_status(pod, _job("FAILED", "NonZeroExitCode", 3), "12", tmp_path, "10.0.0.1")
+    assert failed["phase"] == "Failed"
+    assert failed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+
+    timeout = pod_status(_pod(), _job("TIMEOUT", code=143), "12", tmp_path / "x", "10.0.0.1")
+    assert (timeout["phase"], timeout["reason"]) == ("Failed", "DeadlineExceeded")
+
+    oom_dir = tmp_path / "oom"
+    oom_dir.mkdir()
+    (oom_dir / "slurm-job.out").write_text("slurmstepd: error: Exceeded job memory limit\n")
+    oom = pod_status(_pod(), _job("FAILED", "JobLaunchFailure", 137), "12", oom_dir, "10.0.0.1")
+    assert oom["reason"] == "OOMKilled"
+    assert oom["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+
+
+def test_capacity_sums_usable_nodes_with_their_gpus() -> None:
+    text = "a|8|16000|gpu:tesla:2|idle|batch*\nb|4|8000|(null)|down*|batch\nc|2|1000|(null)|mix|debug\n"
+    assert capacity_of(parse_sinfo(text), "batch") == {
+        "cpu": "8",
+        "memory": "16000Mi",
+        "nvidia.com/gpu": "2",
+    }
+    assert capacity_of(parse_sinfo(text), None)["cpu"] == "10"
