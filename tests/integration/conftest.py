@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from virtual_kubelet.devcluster import DevCluster
+from virtual_kubelet.devcluster import DevCluster, DevClusterError
 from virtual_kubelet.devcluster.agent import AgentProcess
+from virtual_kubelet.devcluster.tools import ensure_helm
 
 TOLERATION = {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -45,6 +47,18 @@ def start_agent(devcluster: DevCluster, tmp_path: Path) -> Iterator[AgentFactory
         agent.cleanup()
     for node in {a.node_name for a in started}:
         devcluster.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm, built from its Go module once and cached. Where it cannot be built the test is
+    skipped, except under CI=true, where that is a failure."""
+    try:
+        return ensure_helm(progress=print)
+    except DevClusterError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"helm must build under CI=true: {exc}")
+        pytest.skip(f"helm cannot be built here: {exc}")
 
 
 def pod_manifest(name: str, node: str | None = None, **spec_extra: Any) -> dict[str, Any]:

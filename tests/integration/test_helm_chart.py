@@ -2,14 +2,13 @@
 (charts/virtual-kubelet/ci/), bad values fail with the schema's message, and what it renders is
 accepted by the real API server (`kubectl apply --dry-run=server`).
 
-helm is built from its Go module and cached (`virtual_kubelet.devcluster.tools`); where it cannot
-be built the tests are skipped, except under CI=true, where that is a failure.
+helm comes from the `helm` fixture (conftest.py): built from its Go module and cached; where it
+cannot be built the tests are skipped, except under CI=true, where that is a failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from virtual_kubelet.devcluster import DevCluster, DevClusterError, wait_until
-from virtual_kubelet.devcluster.tools import ensure_helm
+from virtual_kubelet.devcluster import DevCluster, wait_until
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "virtual-kubelet"
 EXAMPLES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -53,16 +51,6 @@ SERVICE_MONITOR_CRD = {
         ],
     },
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return ensure_helm(progress=print)
-    except DevClusterError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"helm must build under CI=true: {exc}")
-        pytest.skip(f"helm cannot be built here: {exc}")
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
