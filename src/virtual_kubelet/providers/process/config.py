@@ -79,6 +79,9 @@ class ProcessConfig(BaseModel):
     pod_cidr: str = DEFAULT_POD_CIDR
     #: The bridge `network: pod` creates for the pods' veth interfaces.
     bridge: str = "vkpods0"
+    #: The GPUs containers may be given (CUDA device indices or UUIDs), exclusively, when they
+    #: ask for nvidia.com/gpu. None: those NVML finds (with nvidia-ml-py installed), if any.
+    gpus: list[str] | None = None
 
     @field_validator("rlimits")
     @classmethod

@@ -46,6 +46,7 @@ from ...sdk import (
 )
 from . import streaming
 from .config import load_config
+from .gpus import GPU_RESOURCE, GpuPool, discover_nvml
 from .host import describe_node, detect_bind_mounts
 from .ipam import PodAddresses
 from .lifecycle import Lifecycle, clean_up
@@ -95,7 +96,10 @@ class ProcessProvider(Provider):
         self.lifecycle = Lifecycle(
             self.handlers, context.internal_ip, self._changed, self._exec_capture
         )
-        self.supervisor = Supervisor(self.config, context, self.host, self.lifecycle, self._changed)
+        self.gpus = GpuPool(self.config.gpus or [])
+        self.supervisor = Supervisor(
+            self.config, context, self.host, self.lifecycle, self._changed, self.gpus
+        )
 
     # --- provider lifecycle ---------------------------------------------------------------------
 
@@ -108,6 +112,10 @@ class ProcessProvider(Provider):
                 "volumes are; give the agent a --volumes-dir on a tmpfs to keep them off disk",
                 self.context.pods_dir,
             )
+        if self.config.gpus is None:
+            self.gpus.devices = await asyncio.to_thread(discover_nvml)
+        if self.gpus.devices:
+            log.info("process provider: GPUs %s", ", ".join(self.gpus.devices))
         self.host.bind_mounts = await detect_bind_mounts(self.config, self.root)
         if self.config.network == "pod":
             await self.addresses.start()
@@ -391,6 +399,9 @@ class ProcessProvider(Provider):
 
     async def configure_node(self, node: Node) -> None:
         await describe_node(node, self.config.pods, self.context.state_dir)
+        if self.gpus.devices:
+            for kind in ("capacity", "allocatable"):
+                node["status"][kind][GPU_RESOURCE] = str(len(self.gpus.devices))
 
 
 def _host_network(pod: Pod) -> bool:

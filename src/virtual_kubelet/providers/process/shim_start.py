@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from ...sdk import ProviderContext
 from .config import ProcessConfig
+from .gpus import visible_devices_env
 from .launch import Launch, build
 from .network import NETNS_DIR
 from .runtime import HostSetup, PodRuntime, signal_group
@@ -46,7 +47,7 @@ class RunStarter:
         their logs are not reachable any more."""
         layout, pod = runtime.layout, runtime.record.pod
         layout.forget_runs_before(str(container["name"]), run - 1)
-        return build(
+        launch = build(
             pod,
             container,
             config=self.config,
@@ -54,6 +55,12 @@ class RunStarter:
             volume_dir=lambda volume: self.context.volume_path(pod, volume),
             bind=self.host.bind_mounts,
         )
+        gpus = runtime.record.containers[str(container["name"])].gpus
+        if gpus:
+            # The devices the supervisor assigned win over what the pod says, as with a device
+            # plugin: another container's GPUs must not be reachable by naming them.
+            launch.env.update(visible_devices_env(gpus))
+        return launch
 
     def write_files(
         self, runtime: PodRuntime, container: dict[str, Any], run: int, launch: Launch

@@ -83,6 +83,9 @@ class ContainerRecord:
     #: tools reading the record; adoption trusts the shim's own file) and its log file.
     process: dict[str, Any] | None = None
     log_path: str = ""
+    #: The GPUs the current run holds (gpus.py), kept so a restarted agent does not give them
+    #: to another container.
+    gpus: list[str] = field(default_factory=list)
 
 
 @dataclass

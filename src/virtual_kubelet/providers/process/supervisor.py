@@ -22,6 +22,7 @@ from typing import Any
 
 from ...sdk import ProviderContext
 from .config import ProcessConfig
+from .gpus import GpuPool, requested_gpus
 from .launch import ConfigError, LaunchError, container_id
 from .lifecycle import Lifecycle
 from .logs import fallback_message
@@ -65,8 +66,10 @@ class Supervisor:
         host: HostSetup,
         lifecycle: Lifecycle,
         changed: Changed,
+        gpus: GpuPool | None = None,
     ) -> None:
         self.config = config
+        self.gpus = gpus if gpus is not None else GpuPool([])
         self.context = context
         self.host = host
         self.lifecycle = lifecycle
@@ -86,6 +89,8 @@ class Supervisor:
             run = RunState.read(runtime.layout.state(name, record.run))
             if run is not None and run.shim_alive():
                 runtime.runs[name] = run
+                if record.gpus:
+                    record.gpus = self.gpus.restore(_owner(runtime, name), record.gpus)
                 if record.state != "running":
                     # Started just before the old agent died, or it died while the postStart
                     # hook ran (never run again, as a restarted kubelet does not): it runs, so
@@ -159,7 +164,7 @@ class Supervisor:
                 if run is None:
                     await self._back_off(runtime, record)
                     await _env_ready(runtime)
-                    if runtime.halted:
+                    if runtime.halted or not await self._take_gpus(runtime, name):
                         continue
                     run = await self._start_run(runtime, name, init)
                     if run is None:
@@ -194,6 +199,34 @@ class Supervisor:
                 record.backoff_until = time.time() + self.config.restart_backoff_seconds
                 self.changed(runtime)
                 await self._back_off(runtime, record)
+
+    async def _take_gpus(self, runtime: PodRuntime, name: str) -> bool:
+        """The GPUs the container asks for, waiting (WaitingForGPU) until enough are free;
+        False if the pod was halted meanwhile."""
+        count = requested_gpus(runtime.container(name))
+        record = runtime.record.containers[name]
+        if count == 0:
+            return True
+        owner = _owner(runtime, name)
+        while not runtime.halted:
+            devices = self.gpus.acquire(owner, count)
+            if devices is not None:
+                record.gpus = devices
+                return True
+            reason, message = "WaitingForGPU", self.gpus.shortage(count)
+            if (record.reason, record.message) != (reason, message):
+                record.state, record.reason, record.message = "waiting", reason, message
+                self.changed(runtime)
+            freed = asyncio.create_task(self.gpus.wait_freed())
+            woken = asyncio.create_task(runtime.wake.wait())
+            await asyncio.wait({freed, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await finish([freed, woken])
+        return False
+
+    def _free_gpus(self, runtime: PodRuntime, name: str) -> None:
+        record = runtime.record.containers[name]
+        self.gpus.release(_owner(runtime, name))
+        record.gpus = []
 
     async def _back_off(self, runtime: PodRuntime, record: ContainerRecord) -> None:
         if record.backoff_until is None:
@@ -414,6 +447,7 @@ class Supervisor:
         end: RunEnd,
     ) -> None:
         """Apply the restart decision (restarts.py) to the container's record."""
+        self._free_gpus(runtime, name)
         record = runtime.record.containers[name]
         forced = name in runtime.restart_now
         runtime.restart_now.discard(name)
@@ -441,6 +475,10 @@ class Supervisor:
         record.state = "waiting"
         record.reason, record.message = decision.reason, decision.message
         self.changed(runtime)
+
+
+def _owner(runtime: PodRuntime, name: str) -> str:
+    return f"{runtime.record.uid}/{name}"
 
 
 def _halted(runtime: PodRuntime) -> bool:
