@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from virtual_kubelet.kubelet_api.streaming.spdy import (
+from virtual_kubelet.spdy import (
     CANCEL,
     INVALID_STREAM,
     MAX_FRAME_LENGTH,

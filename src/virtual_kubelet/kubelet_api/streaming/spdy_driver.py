@@ -10,7 +10,7 @@ import logging
 
 from ...streams import CallbackOutput, QueueInput
 from ..http import HttpError, Request, Upgraded
-from .spdy import (
+from ...spdy import (
     DataReceived,
     Event,
     GoAwayReceived,
