@@ -4,6 +4,7 @@ API server, driven through kubectl as a user would."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import os
@@ -450,7 +451,7 @@ def test_deletion_runs_the_pre_stop_hook_and_logs_follow(
     assert (hook_dir / "done").read_text() == "hook-ran\n"
 
 
-def test_exec_with_a_terminal_resize_and_exit_code(
+def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_code(
     devcluster: DevCluster,
     kube_namespace: str,
     start_agent: AgentFactory,
@@ -468,11 +469,28 @@ def test_exec_with_a_terminal_resize_and_exit_code(
         60,
         "shell to run",
     )
+    payload = "".join(f"line {i}\n" for i in range(2000))
+    piped = devcluster.kubectl(
+        "exec", "-i", "-n", kube_namespace, "shell", "--", "cat", input=payload
+    )
+    assert piped.stdout == payload  # cat only ends when stdin ends: the end arrived
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(200_000))
+    devcluster.kubectl("cp", str(upload), f"{kube_namespace}/shell:/tmp/upload.bin")
+    digest = devcluster.kubectl(
+        "exec", "-n", kube_namespace, "shell", "--", "md5sum", "/tmp/upload.bin"
+    ).stdout.split()[0]
+    assert digest == hashlib.md5(upload.read_bytes()).hexdigest()
+
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
     session = f"vk-{secrets.token_hex(3)}"
-    # The first size arrives just after the shell starts: wait for it.
-    script = "until stty size 2>/dev/null; do sleep 0.1; done; read x; stty size; exit 5"
+    # The first size may arrive just after the shell starts (busybox stty then prints nothing
+    # on stdout): wait for it.
+    script = (
+        'until s=$(stty size 2>/dev/null) && [ -n "$s" ]; do sleep 0.1; done; echo $s; '
+        "read x; stty size; exit 5"
+    )
     command = (
         f"KUBECONFIG={devcluster.kubeconfig} {kubectl_path()} exec -it -n {kube_namespace} "
         f"shell -- sh -c '{script}'; echo rc=$?; sleep 60"

@@ -37,10 +37,11 @@ from .client import CriClient, CriError, cri
 from .config import CriConfig
 from .node import check_status, fill_node, runtime_version
 from .runner import PodRunner, RunnerSettings
+from .spdy_stream import run_spdy
 from .spec import CONTAINER_NAME, NODE_LABEL, POD_ANNOTATION, POD_UID
 from .state import PodState
 from .status import pod_status, running, terminated_of
-from .streaming import forward_port, run_stream
+from .streaming import forward_port
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +361,7 @@ class CriProvider(Provider):
                 stderr=io.stderr is not None and not io.tty,
             ),
         )
-        code = await run_stream(url, io, attach=False)
+        code = await run_spdy(url, io, attach=False)
         return 0 if code is None else code
 
     async def attach_to_container(
@@ -377,7 +378,7 @@ class CriProvider(Provider):
                 stderr=io.stderr is not None and not io.tty,
             ),
         )
-        return await run_stream(url, io, attach=True)
+        return await run_spdy(url, io, attach=True)
 
     async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
         runner = self._runners.get(f"{namespace}/{pod}")

@@ -1,11 +1,8 @@
-"""exec, attach and port-forward through the runtime's streaming server: the CRI `Exec`, `Attach`
-and `PortForward` calls return a one-time URL, spoken to here over WebSocket with the channel
-protocol (`v4.channel.k8s.io`, what containerd's streaming server offers): one byte of channel
-(0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 terminal size) before each frame's data.
-The bytes are carried as they are; only the framing differs from what the client spoke to us.
-
-The v4 protocol cannot say "stdin ended" (v5 can; containerd 1.6 does not offer it): a command
-that waits for the end of its input only ends when the client closes the stream.
+"""port-forward through the runtime's streaming server: the CRI `PortForward` call returns a
+one-time URL, spoken to here over WebSocket with the channel protocol (`v4.channel.k8s.io`): one
+byte of channel (0 data, 1 error) before each frame's data, and each channel's first frame names
+the port. The bytes are carried as they are. (exec and attach need the end of stdin, which v4
+cannot carry: they use SPDY, spdy_stream.py.) Also the v4 Status -> exit code rule both use.
 """
 
 from __future__ import annotations
@@ -15,11 +12,10 @@ import contextlib
 from typing import Any
 
 import aiohttp
-import orjson
 
-from ...sdk import ContainerIO, DuplexStream, InvalidInput, ProviderError, TermSize
+from ...sdk import DuplexStream, InvalidInput, ProviderError
 
-__all__ = ["exit_code", "forward_port", "run_stream"]
+__all__ = ["exit_code", "forward_port"]
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 PROTOCOLS = ("v4.channel.k8s.io",)
@@ -45,37 +41,6 @@ async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWe
         raise ProviderError(text) from None
     except aiohttp.ClientError as exc:
         raise ProviderError(f"the runtime's streaming server cannot be reached: {exc}") from None
-
-
-async def run_stream(url: str, io: ContainerIO, *, attach: bool) -> int | None:
-    """Carry `io` over the stream at `url` until it ends; the exit code if the runtime said."""
-    async with aiohttp.ClientSession() as session:
-        ws = await _connect(session, url)
-        pumps: list[asyncio.Task[None]] = []
-        if io.stdin is not None:
-            pumps.append(asyncio.create_task(_pump_stdin(ws, io)))
-        if io.resize is not None:
-            pumps.append(asyncio.create_task(_pump_resize(ws, io)))
-        status: dict[str, Any] | None = None
-        try:
-            async for message in ws:
-                if message.type != aiohttp.WSMsgType.BINARY or not message.data:
-                    continue
-                channel, data = message.data[0], message.data[1:]
-                if channel == STDOUT and io.stdout is not None:
-                    await io.stdout.write(data)
-                elif channel == STDERR and io.stderr is not None:
-                    await io.stderr.write(data)
-                elif channel == ERROR and data:
-                    status = orjson.loads(data)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            await ws.close()
-    if status is None:
-        return None if attach else 0
-    return exit_code(status)
 
 
 async def forward_port(url: str, port: int, stream: DuplexStream) -> None:
@@ -112,18 +77,3 @@ async def forward_port(url: str, port: int, stream: DuplexStream) -> None:
                 await stream.close()
         if errors:
             raise ProviderError(b"".join(errors).decode(errors="replace").strip())
-
-
-async def _pump_stdin(ws: aiohttp.ClientWebSocketResponse, io: ContainerIO) -> None:
-    assert io.stdin is not None
-    while data := await io.stdin.read():
-        await ws.send_bytes(bytes([STDIN]) + data)
-
-
-async def _pump_resize(ws: aiohttp.ClientWebSocketResponse, io: ContainerIO) -> None:
-    assert io.resize is not None
-    size: TermSize
-    async for size in io.resize:
-        await ws.send_bytes(
-            bytes([RESIZE]) + orjson.dumps({"Width": size.width, "Height": size.height})
-        )
