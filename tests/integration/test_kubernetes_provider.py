@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
 from virtual_kubelet.sdk import parse_quantity
 from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
 
+from .cci_proxy import CciProxy
 from .conftest import TOLERATION, create, events_for
 
 OWNER = "offload.virtual-kubelet.io/owner"
@@ -350,7 +352,9 @@ def test_kill_9_during_a_30_pod_rollout_adopts_and_recreates_nothing(
     assert set(remote) == {p["metadata"]["uid"] for p in pods}
     # Every remote pod that existed at the kill is the same object: adopted, not recreated.
     assert {uid: remote[uid] for uid in before_restart} == before_restart
+    # Scaling away deletes every remote pod (and leaves the target's worker idle for the next).
     source.kubectl("delete", "deployment", "many", "-n", ns, "--wait=false")
+    wait_until(lambda: not offload.target_pods(remote_ns), 90, "the 30 remote pods to go")
 
 
 def test_target_unreachable_marks_the_node_not_ready_and_deletes_nothing(
@@ -379,6 +383,7 @@ def test_target_unreachable_marks_the_node_not_ready_and_deletes_nothing(
     after = wait_until(lambda: _running(_pods(source, ns, "app=steady"), 3), 60, "3 pods Running")
     assert {p["metadata"]["uid"] for p in after} == {p["metadata"]["uid"] for p in pods}
     source.kubectl("delete", "deployment", "steady", "-n", ns, "--wait=false")
+    wait_until(lambda: not offload.target_pods(remote_ns), 60, "the remote pods to go")
 
 
 class TestKubernetesConformance(ProviderConformance):
@@ -397,3 +402,143 @@ class TestKubernetesConformance(ProviderConformance):
             },
             workloads=ProcessWorkloads(),
         )
+
+
+CCI_CREDENTIALS = {"domain": "acme", "user": "offloader", "password": "pa55-w0rd-not-logged"}
+
+
+def _cci_config(offload: Offload, proxy: CciProxy, credentials: Path) -> dict[str, Any]:
+    network = {
+        key: f"{key}-1"
+        for key in (
+            "vpc_id",
+            "subnet_id",
+            "network_id",
+            "security_group_id",
+            "project_id",
+            "domain_id",
+        )
+    }
+    return {
+        "mode": "huawei-cci",
+        "source": {"kubeconfig": str(offload.source.kubeconfig)},
+        "cluster_id": "cci",
+        "cci": {
+            "api_server": proxy.url,
+            "iam_endpoint": proxy.url,
+            "project": "cn-north-4",
+            "credentials_file": str(credentials),
+            "network": {**network, "available_zone": "cn-north-4a", "cidr": "192.168.0.0/24"},
+        },
+        "capacity": {"cpu": "32", "memory": "128Gi", "pods": 100},
+        "pods": {"tolerations": [TOLERATION]},
+    }
+
+
+@pytest.fixture
+def cci(offload: Offload, tmp_path: Path) -> Iterator[tuple[CciProxy, Path]]:
+    proxy = CciProxy(offload.target, CCI_CREDENTIALS, "cn-north-4").start()
+    credentials = tmp_path / "cci-credentials.yaml"
+    credentials.write_text(json.dumps(CCI_CREDENTIALS))
+    try:
+        yield proxy, credentials
+    finally:
+        proxy.stop()
+
+
+def test_huawei_cci_mode_runs_pods_through_iam_tokens_flavor_network_and_shapes(
+    offload: Offload, cci: tuple[CciProxy, Path], kube_namespace: str, tmp_path: Path
+) -> None:
+    proxy, credentials = cci
+    source, target, ns = offload.source, offload.target, kube_namespace
+    agent = AgentProcess(
+        source,
+        f"cci-{secrets.token_hex(3)}",
+        tmp_path / "cci-agent",
+        provider="kubernetes",
+        provider_config=_cci_config(offload, proxy, credentials),
+    )
+    try:
+        agent.start().wait_ready()
+        agent.approve_serving_certificate()
+
+        def small_pod(name: str) -> dict[str, Any]:
+            return {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {
+                    "nodeName": agent.node_name,
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "x",
+                            "command": ["sh", "-c", f"echo hi-from-{name}; exec sleep 3600"],
+                            "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
+                        }
+                    ],
+                },
+            }
+
+        create(source, ns, small_pod("first"))
+        wait_until(
+            lambda: source.get_json("pod", "first", "-n", ns)["status"].get("phase") == "Running",
+            60,
+            "the pod to run through CCI",
+        )
+        remote = target.get_json("pod", "first", "-n", ns)
+        shape = remote["spec"]["containers"][0]["resources"]
+        assert shape["requests"] == shape["limits"]
+        assert parse_quantity(shape["requests"]["cpu"]) == Decimal("0.25")
+        assert parse_quantity(shape["requests"]["memory"]) == 512 * 1024**2
+        namespace = target.get_json("namespace", ns)
+        assert namespace["metadata"]["annotations"]["namespace.kubernetes.io/flavor"] == (
+            "general-computing"
+        )
+        assert proxy.networks[(ns, "vk-network")]["spec"]["subnetID"] == "subnet_id-1"
+        assert wait_until(
+            lambda: "hi-from-first" in source.kubectl("logs", "-n", ns, "first").stdout,
+            30,
+            "logs through CCI",
+        )
+        # Every token expires (as after 24 h): CCI answers 401, the agent fetches a new one.
+        issued = proxy.issued
+        proxy.expire_all()
+        create(source, ns, small_pod("second"))
+        wait_until(
+            lambda: source.get_json("pod", "second", "-n", ns)["status"].get("phase") == "Running",
+            60,
+            "a pod to run after the token expired",
+        )
+        assert proxy.issued > issued
+        assert "the token has expired" in proxy.refused
+        source.kubectl("delete", "pod", "first", "second", "-n", ns, "--wait=false")
+        wait_until(lambda: not target.get_json("pods", "-n", ns)["items"], 60, "the CCI pods to go")
+        assert CCI_CREDENTIALS["password"] not in agent.log()
+    finally:
+        agent.stop()
+        source.kubectl("delete", "node", agent.node_name, "--wait=false", check=False)
+
+
+def test_huawei_cci_mode_refuses_wrong_credentials_clearly(
+    offload: Offload, cci: tuple[CciProxy, Path], tmp_path: Path
+) -> None:
+    proxy, _ = cci
+    wrong = tmp_path / "wrong-credentials.yaml"
+    wrong.write_text(json.dumps({**CCI_CREDENTIALS, "password": "guessed-secret"}))
+    agent = AgentProcess(
+        offload.source,
+        f"cci-{secrets.token_hex(3)}",
+        tmp_path / "wrong",
+        provider="kubernetes",
+        provider_config=_cci_config(offload, proxy, wrong),
+    )
+    agent.start()
+    assert agent.process is not None
+    assert agent.process.wait(60) == 1
+    log = agent.log()
+    assert f"refused the credentials in {wrong}" in log
+    assert "guessed-secret" not in log
+    assert proxy.issued == 0

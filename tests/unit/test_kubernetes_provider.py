@@ -272,3 +272,44 @@ def test_the_example_config_loads() -> None:
     config = load_config(example)
     assert config.cluster_id == "home"
     assert config.pods.service_account == "source"
+
+
+def test_cci_shapes_round_up_with_requests_equal_to_limits() -> None:
+    from decimal import Decimal
+
+    from virtual_kubelet.providers.kubernetes.cci import round_resources
+    from virtual_kubelet.sdk import parse_quantity
+
+    def shape(cpu: str, memory: str) -> dict[str, Any]:
+        return {
+            "name": cpu,
+            "image": "x",
+            "resources": {"requests": {"cpu": cpu, "memory": memory}},
+        }
+
+    pod: dict[str, Any] = {"spec": {"containers": [shape("100m", "100Mi"), shape("1.1", "1Gi")]}}
+    round_resources(pod)
+    first, second = (c["resources"] for c in pod["spec"]["containers"])
+    assert first["requests"] == first["limits"]
+    assert parse_quantity(first["limits"]["cpu"]) == Decimal("0.25")
+    assert parse_quantity(second["limits"]["cpu"]) == Decimal("1.25")
+    total_cpu = Decimal("1.5")
+    total_memory = parse_quantity(first["limits"]["memory"]) + parse_quantity(
+        second["limits"]["memory"]
+    )
+    assert total_memory == total_cpu * 2 * 1024**3  # raised to CCI's smallest memory per core
+    greedy: dict[str, Any] = {"spec": {"containers": [shape("250m", "16Gi")]}}
+    round_resources(greedy)
+    assert parse_quantity(greedy["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == 2
+
+
+def test_cci_mode_needs_its_settings_and_a_capacity(tmp_path: Path) -> None:
+    with pytest.raises(ProviderConfigError, match="cci mapping"):
+        load_config(_config(tmp_path, {"mode": "huawei-cci", "cluster_id": "a"}))
+    with pytest.raises(ProviderConfigError, match=r"cci\.iam_endpoint"):
+        load_config(
+            _config(
+                tmp_path,
+                {"mode": "huawei-cci", "cluster_id": "a", "cci": {"api_server": "https://x"}},
+            )
+        )

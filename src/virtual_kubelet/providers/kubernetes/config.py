@@ -15,6 +15,8 @@ from ...sdk import ProviderConfigError, QuantityError, parse_quantity, read_mapp
 
 __all__ = [
     "CapacityConfig",
+    "CciConfig",
+    "CciNetworkConfig",
     "ClusterConfig",
     "KubernetesConfig",
     "NamespaceConfig",
@@ -118,13 +120,60 @@ class CapacityConfig(BaseModel):
         return value
 
 
+class CciNetworkConfig(BaseModel):
+    """CCI's network object, created in every namespace we use (values from the CCI console)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "vk-network"
+    vpc_id: str
+    subnet_id: str
+    network_id: str
+    security_group_id: str
+    project_id: str
+    domain_id: str
+    available_zone: str
+    cidr: str
+
+
+class CciConfig(BaseModel):
+    """Mode `huawei-cci`: where CCI and IAM are, and the credentials file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The CCI endpoint, e.g. https://cci.cn-north-4.myhuaweicloud.com
+    api_server: str
+    #: The IAM endpoint, e.g. https://iam.cn-north-4.myhuaweicloud.com
+    iam_endpoint: str
+    #: The IAM project (region) the token is scoped to, e.g. cn-north-4.
+    project: str
+    #: A YAML/JSON file with `domain`, `user` and `password` (never logged).
+    credentials_file: Path
+    #: A CA bundle for both endpoints (default: the system's).
+    ca_file: Path | None = None
+    #: The namespace flavor annotation's value.
+    flavor: str = "general-computing"
+    network: CciNetworkConfig
+
+    @field_validator("api_server", "iam_endpoint")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        return value
+
+
 class KubernetesConfig(BaseModel):
     """The whole `--provider-config` of the `kubernetes` provider."""
 
     model_config = ConfigDict(extra="forbid")
 
-    #: The cluster the pods run in.
-    target: ClusterConfig
+    #: `kubernetes`: the target is any Kubernetes cluster (`target`); `huawei-cci`: the target is
+    #: Huawei Cloud Container Instance (`cci`).
+    mode: Literal["kubernetes", "huawei-cci"] = "kubernetes"
+    #: The cluster the pods run in (mode kubernetes).
+    target: ClusterConfig = Field(default_factory=ClusterConfig)
+    cci: CciConfig | None = None
     #: The cluster our node is in (its ConfigMaps and Secrets are reflected). Default: the
     #: agent's own ($KUBECONFIG, ~/.kube/config, or in-cluster).
     source: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -147,7 +196,12 @@ class KubernetesConfig(BaseModel):
 
     @model_validator(mode="after")
     def _target_named(self) -> KubernetesConfig:
-        if self.target.kubeconfig is None:
+        if self.mode == "huawei-cci":
+            if self.cci is None:
+                raise ValueError("mode huawei-cci needs the cci mapping (endpoints, credentials)")
+            if self.capacity is None:
+                raise ValueError("mode huawei-cci needs capacity (CCI has no nodes to sum)")
+        elif self.target.kubeconfig is None:
             raise ValueError("target.kubeconfig is required (the target cluster's kubeconfig)")
         return self
 

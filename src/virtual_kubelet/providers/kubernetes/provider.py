@@ -42,6 +42,8 @@ from ...sdk.kube_api import (
     path,
 )
 from .capacity import target_capacity
+from .cci import CciAuthError, CciClient, IamTokens, cci_client_config, round_resources
+from .cci import ensure_namespace as cci_namespace
 from .config import KubernetesConfig, load_config
 from .naming import OWNER_LABEL, SOURCE_UID, NamespaceMapper, owner_value
 from .reflection import ObjectReflection
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: How long list_pods waits for the first listing of the target's pods.
 _SYNC_TIMEOUT = 30.0
+#: Seconds of a deletion's grace period kept for the round trip back to the source.
+_GRACE_HEADROOM_SECONDS = 2
 #: Statuses from the target that no retry can fix (the pod as rewritten is refused).
 _PERMANENT = {400, 403, 422}
 
@@ -76,17 +80,26 @@ class KubernetesProvider(Provider):
     def __init__(self, context: ProviderContext, config: KubernetesConfig | None = None) -> None:
         super().__init__(context)
         self.config = config or load_config(context.config_path)
+        self._iam: IamTokens | None = None
         try:
-            assert self.config.target.kubeconfig is not None
-            self._target_config = from_kubeconfig(
-                self.config.target.kubeconfig, self.config.target.context
-            )
+            if self.config.cci is not None and self.config.mode == "huawei-cci":
+                self._iam = IamTokens(self.config.cci)
+                self._target_config = cci_client_config(self.config.cci)
+            else:
+                assert self.config.target.kubeconfig is not None
+                self._target_config = from_kubeconfig(
+                    self.config.target.kubeconfig, self.config.target.context
+                )
             source = self.config.source
             self._source_config = load_client_config(
                 str(source.kubeconfig) if source.kubeconfig else None, source.context
             )
         except ConfigError as exc:
             raise ProviderConfigError(f"kubernetes provider: {exc}") from None
+        except OSError as exc:
+            raise ProviderConfigError(
+                f"kubernetes provider: cannot read {exc.filename}: {exc.strerror}"
+            ) from None
         self.owner = owner_value(self.config.cluster_id, context.node_name)
         self.namespaces = NamespaceMapper(self.config.namespaces, self.config.cluster_id)
         self._target: KubeClient | None = None
@@ -99,6 +112,7 @@ class KubernetesProvider(Provider):
         self._capacity_task: asyncio.Task[None] | None = None
         self._adopted = False
         self._node: Node | None = None
+        self._pushed_capacity: dict[str, str] | None = None
         self._tokens: SourceTokens | None = None
         self._background: list[asyncio.Task[None]] = []
         self._home_api = _host_port(
@@ -108,12 +122,35 @@ class KubernetesProvider(Provider):
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._target = KubeClient(self._target_config, name="target", request_timeout=30)
         self._source = KubeClient(self._source_config, name="source", request_timeout=30)
-        self._streams = TargetStreams(self._target_config)
-        self._reflection = ObjectReflection(
-            self._source, self._target, self.owner, self.config.cluster_id
-        )
+        if self._iam is not None:
+            assert self.config.cci is not None
+            iam, cci = self._iam, self.config.cci
+            try:
+                await iam.token()  # wrong credentials stop the start, naming the file
+            except CciAuthError as exc:
+                raise ProviderConfigError(str(exc)) from None
+            target: KubeClient = CciClient(
+                self._target_config, iam, name="target", request_timeout=30
+            )
+
+            async def auth() -> dict[str, str]:
+                return {"X-Auth-Token": await iam.token()}
+
+            async def create_namespace(namespace: str) -> None:
+                await cci_namespace(target, cci, namespace)
+
+            self._streams = TargetStreams(self._target_config, auth)
+            self._reflection = ObjectReflection(
+                self._source, target, self.owner, self.config.cluster_id, create_namespace
+            )
+        else:
+            target = KubeClient(self._target_config, name="target", request_timeout=30)
+            self._streams = TargetStreams(self._target_config)
+            self._reflection = ObjectReflection(
+                self._source, target, self.owner, self.config.cluster_id
+            )
+        self._target = target
         if self.config.pods.service_account == "source":
             self._tokens = SourceTokens(
                 self._source,
@@ -127,10 +164,15 @@ class KubernetesProvider(Provider):
             self._target, self.owner, self.context.internal_ip, self._remote_pod_gone
         )
         self._remote.start()
-        events = RemoteEvents(
-            self._source, self._target, self.config.cluster_id, self._remote.by_remote_uid
-        )
-        self._background.append(asyncio.get_running_loop().create_task(events.run()))
+        if self._iam is None:  # CCI: a cluster-wide event watch is not offered
+            events = RemoteEvents(
+                self._source, self._target, self.config.cluster_id, self._remote.by_remote_uid
+            )
+            self._background.append(asyncio.get_running_loop().create_task(events.run()))
+        # The node registers with the target's capacity if it answers soon, else with 0 until then.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._read_capacity()
         self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity())
         log.info(
             "kubernetes provider: target %s, owner label %s=%s",
@@ -202,6 +244,8 @@ class KubernetesProvider(Provider):
             rewrite=self.config.pods,
             home_api=self._home_api,
         )
+        if self._iam is not None:
+            round_resources(body)
         # What the rewritten pod references (the source's token volume, and with it the source's
         # kube-root-ca.crt, is gone by now).
         await self.reflection.ensure(key, namespace, target_ns, references(body))
@@ -263,8 +307,13 @@ class KubernetesProvider(Provider):
         ):
             raise NotFound(key)
         grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        if grace is not None:
+            # The source pod must be gone within its grace period, and the news travels through
+            # two API servers and two watches: give the remote pod a little less.
+            grace = max(1, int(grace) - _GRACE_HEADROOM_SECONDS) if grace > 0 else 0
         self.remote.deleting.add(key)
         meta = remote["metadata"]
+        log.info("deleting pod %s in the target (grace period %s s)", key, grace)
         await self._delete_remote(meta["namespace"], meta["name"], meta["uid"], grace)
 
     async def _delete_remote(self, namespace: str, name: str, uid: str, grace: int | None) -> None:
@@ -307,7 +356,7 @@ class KubernetesProvider(Provider):
 
     async def configure_node(self, node: Node) -> None:
         self._node = node
-        capacity = self._capacity_now()
+        capacity = self._pushed_capacity = self._capacity_now()
         node["status"]["capacity"] = dict(capacity)
         node["status"]["allocatable"] = dict(capacity)
         node["status"]["nodeInfo"]["containerRuntimeVersion"] = "kubernetes://offload"
@@ -326,21 +375,30 @@ class KubernetesProvider(Provider):
 
     async def _refresh_capacity(self) -> None:
         while True:
-            if self.config.capacity is None:
-                try:
-                    capacity = await target_capacity(
-                        self.target, self.owner, exclude_node=self.context.node_name
-                    )
-                except ApiError as exc:
-                    log.warning("cannot read the target cluster's capacity: %s", exc)
-                else:
-                    if capacity != self._capacity:
-                        self._capacity = capacity
-                        if self._node_callback is not None and self._node is not None:
-                            node = deep_copy(self._node)
-                            await self.configure_node(node)
-                            self._node_callback(node)
+            await self._read_capacity()
+            # Pushed whenever it differs from what the node last got: the first reading may come
+            # before the agent registered its callback.
+            capacity = self._capacity_now()
+            if (
+                self._node_callback is not None
+                and self._node is not None
+                and capacity != self._pushed_capacity
+            ):
+                node = deep_copy(self._node)
+                await self.configure_node(node)
+                self._node_callback(node)
+                self._pushed_capacity = capacity
             await asyncio.sleep(self.config.capacity_refresh_seconds)
+
+    async def _read_capacity(self) -> None:
+        if self.config.capacity is not None:
+            return
+        try:
+            self._capacity = await target_capacity(
+                self.target, self.owner, exclude_node=self.context.node_name
+            )
+        except ApiError as exc:
+            log.warning("cannot read the target cluster's capacity: %s", exc)
 
     async def ping(self) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...sdk import InvalidInput
@@ -33,7 +34,15 @@ _OPAQUE_IN_TARGET = {"kubernetes.io/service-account-token"}
 class ObjectReflection:
     """Copies referenced ConfigMaps and Secrets from `source` into `target`."""
 
-    def __init__(self, source: KubeClient, target: KubeClient, owner: str, cluster_id: str) -> None:
+    def __init__(
+        self,
+        source: KubeClient,
+        target: KubeClient,
+        owner: str,
+        cluster_id: str,
+        create_namespace: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._create_namespace = create_namespace
         self._source = source
         self._target = target
         self._owner = owner
@@ -110,6 +119,10 @@ class ObjectReflection:
 
     async def ensure_namespace(self, namespace: str) -> None:
         if namespace in self._namespaces:
+            return
+        if self._create_namespace is not None:  # huawei-cci: a flavor and a network object
+            await self._create_namespace(namespace)
+            self._namespaces.add(namespace)
             return
         body = {
             "apiVersion": "v1",

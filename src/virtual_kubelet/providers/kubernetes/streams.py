@@ -8,7 +8,7 @@ target's status, never quoting credentials.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -24,7 +24,12 @@ _ERROR_BODY_LIMIT = 500
 class TargetStreams:
     """Streams from one target API server."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        auth: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    ) -> None:
+        self._auth = auth
         self._config = config
         self._credentials = Credentials(config)
         self._ssl = config.ssl_context()
@@ -47,6 +52,8 @@ class TargetStreams:
         return self._session
 
     async def headers(self) -> dict[str, str]:
+        if self._auth is not None:
+            return await self._auth()
         token = await self._credentials.bearer_token()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
