@@ -272,6 +272,10 @@ def test_the_example_config_loads() -> None:
     config = load_config(example)
     assert config.cluster_id == "home"
     assert config.pods.service_account == "source"
+    cci = load_config(example.with_name("huawei-cci.yaml"))
+    assert cci.mode == "huawei-cci"
+    assert cci.cci is not None
+    assert cci.cci.network.available_zone == "cn-north-4a"
 
 
 def test_cci_shapes_round_up_with_requests_equal_to_limits() -> None:
