@@ -243,7 +243,10 @@ class Agent:
             finally:
                 await provider.stop()
                 if elector is not None:
-                    # After the provider stopped: a standby may start its own on shared state.
+                    # After the provider stopped and the port is free: a standby may start its
+                    # own provider on shared state, and bind the same port on the same host.
+                    if listener is not None:
+                        listener.close()
                     await elector.release()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -304,7 +304,7 @@ class _AgentCommands(click.Group):
 )
 @click.option(
     "--leader-elect-identity",
-    help="This candidate's name in the Lease [default: <hostname>_<random uuid>].",
+    help="This candidate's name in the Lease [default: <$POD_NAME or hostname>_<random uuid>].",
 )
 @click.option(
     "--leader-elect-lease-duration",

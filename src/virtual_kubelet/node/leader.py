@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import time
@@ -39,9 +40,11 @@ DEFAULT_NAMESPACE = "kube-system"
 
 
 def default_identity() -> str:
-    """`<hostname>_<random>`, as client-go components do: unique even for two agents on one host
-    (in a pod the hostname is the pod's name, so `kubectl get lease` says which pod leads)."""
-    return f"{socket.gethostname()}_{uuid.uuid4()}"
+    """`<pod or host name>_<random>`, as client-go components do: `$POD_NAME` (the chart sets it
+    from the downward API) or the hostname says which pod or host leads, and the random part
+    makes every process a candidate of its own: a leader's container restarted in the same pod
+    must wait for its Lease like any standby, since it starts from nothing."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
 
 
 def lease_name(node_name: str) -> str:
