@@ -475,13 +475,35 @@ def test_huawei_cci_mode_runs_pods_through_iam_tokens_flavor_network_and_shapes(
                         {
                             "name": "main",
                             "image": "x",
-                            "command": ["sh", "-c", f"echo hi-from-{name}; exec sleep 3600"],
+                            "command": [
+                                "sh",
+                                "-c",
+                                f"echo hi-from-{name} $SETTING; exec sleep 3600",
+                            ],
+                            "env": [
+                                {
+                                    "name": "SETTING",
+                                    "valueFrom": {
+                                        "configMapKeyRef": {"name": "settings", "key": "value"}
+                                    },
+                                }
+                            ],
                             "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
                         }
                     ],
                 },
             }
 
+        create(
+            source,
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "settings"},
+                "data": {"value": "via-cci"},
+            },
+        )
         create(source, ns, small_pod("first"))
         wait_until(
             lambda: source.get_json("pod", "first", "-n", ns)["status"].get("phase") == "Running",
@@ -499,7 +521,7 @@ def test_huawei_cci_mode_runs_pods_through_iam_tokens_flavor_network_and_shapes(
         )
         assert proxy.networks[(ns, "vk-network")]["spec"]["subnetID"] == "subnet_id-1"
         assert wait_until(
-            lambda: "hi-from-first" in source.kubectl("logs", "-n", ns, "first").stdout,
+            lambda: "hi-from-first via-cci" in source.kubectl("logs", "-n", ns, "first").stdout,
             30,
             "logs through CCI",
         )
