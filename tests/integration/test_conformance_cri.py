@@ -39,6 +39,7 @@ class CriWorkloads(Workloads):
             container={
                 "command": ["nc", "-ll", "-p", str(port), "-e", "cat"],
                 "ports": [{"containerPort": port, "protocol": "TCP"}],
+                "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
             }
         )
 

@@ -520,3 +520,43 @@ def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_cod
         wait_until(lambda: "rc=5" in screen(), 30, "the exit code")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_readiness_and_liveness_probes(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    web = _container(
+        "main",
+        "mkdir -p /www && touch /www/healthz && exec httpd -f -p 8080 -h /www",
+        readinessProbe={"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+        livenessProbe={
+            "httpGet": {"path": "/healthz", "port": 8080},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
+    )
+    create(
+        devcluster,
+        kube_namespace,
+        _pod("probed", agent.node_name, [web], terminationGracePeriodSeconds=2),
+    )
+
+    def main_state() -> dict[str, Any]:
+        return _state(devcluster, kube_namespace, "probed") or {}
+
+    wait_until(lambda: main_state().get("state", {}).get("running"), 60, "probed to run")
+    assert main_state()["ready"] is False  # /tmp/ready is not there yet
+    devcluster.kubectl("exec", "-n", kube_namespace, "probed", "--", "touch", "/tmp/ready")
+    wait_until(lambda: main_state().get("ready"), 30, "the readiness probe to pass")
+    assert (condition(pod(devcluster, kube_namespace, "probed"), "Ready") or {})["status"] == "True"
+
+    devcluster.kubectl("exec", "-n", kube_namespace, "probed", "--", "rm", "/www/healthz")
+    restarted = wait_until(
+        lambda: main_state().get("restartCount", 0) >= 1 and main_state(),
+        60,
+        "the liveness probe to restart the container",
+    )
+    assert restarted["lastState"]["terminated"]["exitCode"] == 137  # killed after the grace period
+    wait_until(lambda: main_state().get("state", {}).get("running"), 60, "the new run")
+    assert main_state()["ready"] is False  # a new run: /tmp/ready is gone with the old one

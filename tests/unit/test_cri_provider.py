@@ -219,8 +219,12 @@ def test_the_phase_follows_the_kubelet() -> None:
     main = state.containers["main"]
     main.container_id, main.status = "c1", cri.ContainerStatus(state=cri.CONTAINER_RUNNING)
     assert phase(state) == "Running"
+    assert pod_status(state, "10.0.0.1")["containerStatuses"][0]["ready"] is False  # not probed
+    main.probed_id, main.ready, main.started = "c1", True, True  # what probes.watch found
     status = pod_status(state, "10.0.0.1")
     assert status["containerStatuses"][0]["ready"] is True
+    assert (condition := status["conditions"][2])["type"] == "Ready"
+    assert condition["status"] == "True"
     main.status, main.done = _exited(3), True
     main.last_terminated = {"exitCode": 3, "reason": "Error"}
     assert phase(state) == "Failed"

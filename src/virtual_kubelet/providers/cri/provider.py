@@ -31,6 +31,7 @@ from ...sdk import (
     validate,
 )
 from ...sdk.cri_log_files import stream_log
+from ...sdk.probes import Handlers
 from ...sdk.restart_policy import BackOffSettings
 from .auth import RegistryAuth
 from .client import CriClient, CriError, cri
@@ -68,6 +69,7 @@ class CriProvider(Provider):
         self._last_sent: dict[str, Any] = {}
         self._version: Any = None
         self._registry_auth = RegistryAuth(self.config)
+        self._handlers = Handlers(context.internal_ip)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class CriProvider(Provider):
         if self._client is not None:
             await self._client.close()
         await self._registry_auth.close()
+        await self._handlers.close()
 
     def _settings(self) -> RunnerSettings:
         return RunnerSettings(
@@ -135,6 +138,7 @@ class CriProvider(Provider):
             ),
             auth_for=self._registry_auth.for_image,
             volume_dir=self.context.volume_path,
+            handlers=self._handlers,
         )
 
     def _runner(self, state: PodState) -> PodRunner:

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...sdk.probes import Handlers
 from ...sdk.restart_policy import BackOffSettings, Restart, RunEnd, decide
+from . import probes
 from .client import CriClient, CriError, cri
 from .spec import container_config, pod_meta, sandbox_config
 from .state import ContainerState, PodState
-from .status import nano_time, terminated_of
+from .status import nano_time, running, terminated_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class RunnerSettings:
     #: Registry auth for (pod, image) (None: anonymous).
     auth_for: Callable[[Any, str], Awaitable[Any]]
     volume_dir: Callable[[Any, str], Path]
+    #: Runs probe handlers (one HTTP client for every pod).
+    handlers: Handlers
 
 
 def pull_policy(container: dict[str, Any]) -> str:
@@ -115,6 +119,8 @@ class PodRunner:
             )
 
     async def cancel(self) -> None:
+        for container in self.state.containers.values():
+            probes.stop(container)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -137,6 +143,7 @@ class PodRunner:
         await self.ensure_sandbox()
         for container in self.state.containers.values():
             await self._refresh(container)
+            self._probe(container)
         for container in self.state.init_containers:
             if not container.done:
                 await self._advance(container)
@@ -149,6 +156,42 @@ class PodRunner:
         for container in self.state.app_containers:
             if not container.done:
                 await self._advance(container)
+
+    def _probe(self, container: ContainerState) -> None:
+        """Probes follow the current run: started with it, stopped when it ends."""
+        if not running(container):
+            if container.probes is not None or container.ready:
+                probes.stop(container)
+            return
+        if container.probed_id == container.container_id:
+            return
+        probes.watch(
+            container,
+            self.state.spec_of(container.name),
+            client=self.client,
+            handlers=self.settings.handlers,
+            pod_ip=self.state.pod_ip or "127.0.0.1",
+            changed=self.changed,
+            kill=lambda reason: self._kill(container, reason),
+        )
+
+    async def _kill(self, container: ContainerState, reason: str) -> None:
+        """Stop the current run (a failed liveness or startup probe), within the grace period;
+        the restartPolicy then decides, as for any exit."""
+        container_id = container.container_id
+        if container_id is None:
+            return
+        namespace, name, _ = pod_meta(self.state.pod)
+        log.info("pod %s/%s: container %s: %s", namespace, name, container.name, reason)
+        grace = int((self.state.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        try:
+            await self.client.runtime(
+                "StopContainer",
+                cri.StopContainerRequest(container_id=container_id, timeout=grace),
+                timeout=grace + 30,
+            )
+        except CriError as exc:
+            log.warning("pod %s/%s: stopping %s: %s", namespace, name, container.name, exc)
 
     @staticmethod
     def _finished(container: ContainerState) -> bool:

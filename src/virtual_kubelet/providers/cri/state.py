@@ -5,6 +5,7 @@ holds what the runtime cannot say (why a container is not there yet, when to try
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,11 @@ class ContainerState:
     last_terminated: dict[str, Any] | None = None
     #: Stays terminated (restartPolicy says no more runs).
     done: bool = False
+    #: The run the probes below watch, their task, and what they found.
+    probed_id: str | None = None
+    probes: asyncio.Task[None] | None = field(default=None, repr=False)
+    ready: bool = False
+    started: bool = False
 
 
 @dataclass

@@ -58,9 +58,11 @@ def container_status(state: ContainerState, container: dict[str, Any]) -> dict[s
         result["containerID"] = f"containerd://{state.container_id}"
     if running(state):
         result["state"] = {"running": {"startedAt": nano_time(cri_status.started_at)}}
-        result["started"] = True
-        # Without readiness probes (not yet supported here) a running container is ready.
-        result["ready"] = not state.init
+        # Until its probes have had their say (probes.py): started after the startup probe,
+        # ready after the readiness probe; without them, at once.
+        probed = state.probed_id == state.container_id
+        result["started"] = state.started if probed else False
+        result["ready"] = (state.ready if probed else False) and not state.init
     elif state.done and state.last_terminated:
         result["state"] = {"terminated": state.last_terminated}
         # A finished run's previous one is what lastState shows.
