@@ -257,7 +257,7 @@ def test_a_burst_of_200_pods_is_tracked_with_a_bounded_number_of_slurm_calls(
         return waiting if len(listed) == len(names) else names
 
     try:
-        wait_until(lambda: not untracked(), 60, "all 200 pods to show their job's state")
+        wait_until(lambda: not untracked(), 90, "all 200 pods to show their job's state")
         tracked = time.monotonic() - started
         # Watch the queue drain for a while longer: the call rate must not grow with the pods.
         wait_until(lambda: time.monotonic() - started > tracked + 20, 30, "20 s of tracking")

@@ -168,7 +168,9 @@ MinJobAge=300
 KillWait=5
 InactiveLimit=0
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
-PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+# FORCE:8: up to 8 jobs share each CPU, so that a test's handful of sleeping pods all run on a
+# 2-core machine (a real cluster would say OverSubscribe=NO).
+PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 """
         )
 
