@@ -560,3 +560,52 @@ def test_readiness_and_liveness_probes(
     assert restarted["lastState"]["terminated"]["exitCode"] == 137  # killed after the grace period
     wait_until(lambda: main_state().get("state", {}).get("running"), 60, "the new run")
     assert main_state()["ready"] is False  # a new run: /tmp/ready is gone with the old one
+
+
+def test_a_runtime_restart_makes_the_node_not_ready_and_keeps_the_containers(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    # A containerd of its own (its own bridge and subnet): the shared one keeps running.
+    backend = Containerd(tmp_path / "ctrd", bridge="vkcri1", subnet="10.244.78.0/24")
+    try:
+        backend.up()
+    except BackendUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no containerd here: {exc}")
+    try:
+        agent = _agent(start_agent, backend)
+        create(
+            devcluster,
+            kube_namespace,
+            _pod("survivor", agent.node_name, [_container("main", "exec sleep 3600")]),
+        )
+        before = wait_until(
+            lambda: (
+                (s := _state(devcluster, kube_namespace, "survivor") or {})
+                .get("state", {})
+                .get("running")
+                and s
+            ),
+            60,
+            "survivor to run",
+        )
+
+        def ready() -> Any:
+            result = devcluster.kubectl("get", "node", agent.node_name, "-o", "json")
+            for c in json.loads(result.stdout)["status"].get("conditions", []):
+                if c["type"] == "Ready":
+                    return c
+            return None
+
+        backend.stop_daemon()
+        down = wait_until(lambda: (c := ready()) and c["status"] == "False" and c, 60, "NotReady")
+        assert "unreachable" in down["message"]
+        backend.up()
+        wait_until(lambda: (c := ready()) and c["status"] == "True", 60, "Ready again")
+        after = _state(devcluster, kube_namespace, "survivor")
+        assert after["containerID"] == before["containerID"]
+        assert after["restartCount"] == 0
+        assert "running" in after["state"]
+    finally:
+        backend.down()

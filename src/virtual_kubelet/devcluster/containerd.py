@@ -258,14 +258,21 @@ state = "{home}/state"
                 )
 
     def down(self, timeout: float = 30.0) -> bool:
-        """Remove its pods and stop containerd (SIGTERM, then SIGKILL). Whether it was running."""
-        pid = self.pid()
-        if pid is None:
+        """Remove its pods and stop containerd. Whether it was running."""
+        if self.pid() is None:
             return False
         try:
             self.remove_pods()
         except Exception as exc:  # stopping matters more than a clean sandbox list
             print(f"warning: could not remove every pod sandbox: {exc}", file=sys.stderr)
+        return self.stop_daemon(timeout)
+
+    def stop_daemon(self, timeout: float = 30.0) -> bool:
+        """Stop the daemon only (SIGTERM, then SIGKILL): its containers keep running under their
+        shims, and a restarted containerd finds them again. Whether it was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
         os.kill(pid, signal.SIGTERM)
         try:
             wait_until(lambda: self.pid() is None, timeout, "containerd to stop")

@@ -128,13 +128,23 @@ class PodRunner:
                 await task
 
     async def _run(self) -> None:
+        namespace, name, _ = pod_meta(self.state.pod)
+        last_error = ""
         while True:
             try:
                 await self.step()
+                error = ""
             except CriError as exc:
-                log.warning("pod %s: %s", pod_meta(self.state.pod)[1], exc)
-            except Exception:
-                log.exception("pod %s: unexpected error", pod_meta(self.state.pod)[1])
+                error = str(exc)
+                if error != last_error:  # once per new error, not once per poll
+                    log.warning("pod %s/%s: %s", namespace, name, error)
+            except Exception as exc:
+                error = repr(exc)
+                if error != last_error:
+                    log.exception("pod %s/%s: unexpected error", namespace, name)
+            if last_error and not error:
+                log.info("pod %s/%s: the runtime answers again", namespace, name)
+            last_error = error
             self.changed()
             await asyncio.sleep(self.settings.poll_interval)
 
