@@ -78,6 +78,7 @@ def offload(devcluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) ->
         setup.worker.stop()
         setup.worker.cleanup()
         devcluster.kubectl("delete", "node", setup.node, "--wait=false", check=False)
+        devcluster.kubectl("delete", "secret", "offload-target", "-n", "default", check=False)
         target.stop()
 
 
@@ -318,8 +319,21 @@ def test_a_pod_our_node_did_not_create_is_never_touched(
         source.get_json("events", "-n", ns)
     )
     source.kubectl("delete", "pod", "bystander", "-n", ns, "--grace-period=0", "--force")
-    # A restarted agent adopts nothing of it and deletes nothing of it.
+    # A restarted agent adopts nothing of it and deletes nothing of it. (It reads the target's
+    # kubeconfig from a Secret in the source cluster this time.)
     offload.agent.stop()
+    source.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "offload-target",
+        "-n",
+        "default",
+        f"--from-file=kubeconfig={target.kubeconfig}",
+    )
+    offload.config["target"] = {
+        "kubeconfig_secret": {"namespace": "default", "name": "offload-target"}
+    }
     offload.agent = offload.new_agent()
     offload.agent.start().wait_ready()
     wait_until(
@@ -331,6 +345,7 @@ def test_a_pod_our_node_did_not_create_is_never_touched(
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert "deletionTimestamp" not in after["metadata"]
     assert OWNER not in after["metadata"].get("labels", {})
+    assert "Secret default/offload-target key 'kubeconfig'" in offload.agent.log()
 
 
 def test_kill_9_during_a_30_pod_rollout_adopts_and_recreates_nothing(

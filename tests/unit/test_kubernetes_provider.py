@@ -317,3 +317,13 @@ def test_cci_mode_needs_its_settings_and_a_capacity(tmp_path: Path) -> None:
                 {"mode": "huawei-cci", "cluster_id": "a", "cci": {"api_server": "https://x"}},
             )
         )
+
+
+def test_the_target_kubeconfig_comes_from_a_file_or_a_secret_not_both(tmp_path: Path) -> None:
+    both = {"kubeconfig": "k", "kubeconfig_secret": {"namespace": "n", "name": "s"}}
+    with pytest.raises(ProviderConfigError, match="not both"):
+        load_config(_config(tmp_path, {"target": both, "cluster_id": "a"}))
+    secret = {"kubeconfig_secret": {"namespace": "n", "name": "s"}}
+    config = load_config(_config(tmp_path, {"target": secret, "cluster_id": "a"}))
+    assert config.target.kubeconfig_secret is not None
+    assert config.target.kubeconfig_secret.key == "kubeconfig"

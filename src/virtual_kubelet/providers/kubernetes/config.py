@@ -21,19 +21,38 @@ __all__ = [
     "KubernetesConfig",
     "NamespaceConfig",
     "PodRewriteConfig",
+    "SecretRef",
     "load_config",
 ]
 
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+class SecretRef(BaseModel):
+    """A key of a Secret in the source cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str
+    name: str
+    key: str = "kubeconfig"
+
+
 class ClusterConfig(BaseModel):
-    """How to reach one API server: a kubeconfig file and, optionally, one of its contexts."""
+    """How to reach one API server: a kubeconfig file (or, for the target, a kubeconfig held in
+    a Secret of the source cluster, read at start-up) and, optionally, one of its contexts."""
 
     model_config = ConfigDict(extra="forbid")
 
     kubeconfig: Path | None = None
+    kubeconfig_secret: SecretRef | None = None
     context: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClusterConfig:
+        if self.kubeconfig is not None and self.kubeconfig_secret is not None:
+            raise ValueError("give kubeconfig or kubeconfig_secret, not both")
+        return self
 
 
 class NamespaceConfig(BaseModel):
@@ -201,8 +220,10 @@ class KubernetesConfig(BaseModel):
                 raise ValueError("mode huawei-cci needs the cci mapping (endpoints, credentials)")
             if self.capacity is None:
                 raise ValueError("mode huawei-cci needs capacity (CCI has no nodes to sum)")
-        elif self.target.kubeconfig is None:
-            raise ValueError("target.kubeconfig is required (the target cluster's kubeconfig)")
+        elif self.target.kubeconfig is None and self.target.kubeconfig_secret is None:
+            raise ValueError("target.kubeconfig (a file) or target.kubeconfig_secret is required")
+        if self.source.kubeconfig_secret is not None:
+            raise ValueError("source.kubeconfig_secret: only the target may come from a Secret")
         return self
 
 

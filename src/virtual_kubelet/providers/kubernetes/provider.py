@@ -9,9 +9,14 @@ through the owner label, so nothing this node did not create is ever touched.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +40,7 @@ from ...sdk import (
 )
 from ...sdk.kube_api import (
     ApiError,
+    ClientConfig,
     ConfigError,
     KubeClient,
     from_kubeconfig,
@@ -44,7 +50,7 @@ from ...sdk.kube_api import (
 from .capacity import target_capacity
 from .cci import CciAuthError, CciClient, IamTokens, cci_client_config, round_resources
 from .cci import ensure_namespace as cci_namespace
-from .config import KubernetesConfig, load_config
+from .config import KubernetesConfig, SecretRef, load_config
 from .naming import OWNER_LABEL, SOURCE_UID, NamespaceMapper, owner_value
 from .reflection import ObjectReflection
 from .remote_events import RemoteEvents
@@ -66,6 +72,23 @@ _GRACE_HEADROOM_SECONDS = 2
 _PERMANENT = {400, 403, 422}
 
 
+def _parse_kubeconfig(data: bytes, context: str | None) -> ClientConfig:
+    """A kubeconfig given as bytes: the parser reads files, so a private, memory-backed one,
+    removed at once."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="vk-target-", dir=base) as tmp:
+        os.chmod(tmp, 0o700)
+        kubeconfig = Path(tmp) / "kubeconfig"
+        kubeconfig.touch(mode=0o600)
+        kubeconfig.write_bytes(data)
+        try:
+            return from_kubeconfig(kubeconfig, context)
+        except ConfigError as exc:
+            raise ConfigError(
+                str(exc).replace(f"kubeconfig {kubeconfig}", "it").replace(str(kubeconfig), "it")
+            ) from None
+
+
 def _host_port(url: str) -> tuple[str, int]:
     parsed = urlsplit(url)
     default = 443 if parsed.scheme == "https" else 80
@@ -85,10 +108,13 @@ class KubernetesProvider(Provider):
             if self.config.cci is not None and self.config.mode == "huawei-cci":
                 self._iam = IamTokens(self.config.cci)
                 self._target_config = cci_client_config(self.config.cci)
-            else:
-                assert self.config.target.kubeconfig is not None
+            elif self.config.target.kubeconfig is not None:
                 self._target_config = from_kubeconfig(
                     self.config.target.kubeconfig, self.config.target.context
+                )
+            else:  # target.kubeconfig_secret: read from the source cluster in start()
+                self._target_config = ClientConfig(
+                    server="https://target.invalid", source="target kubeconfig Secret"
                 )
             source = self.config.source
             self._source_config = load_client_config(
@@ -145,6 +171,10 @@ class KubernetesProvider(Provider):
                 self._source, target, self.owner, self.config.cluster_id, create_namespace
             )
         else:
+            if self.config.target.kubeconfig_secret is not None:
+                self._target_config = await self._kubeconfig_from_secret(
+                    self.config.target.kubeconfig_secret
+                )
             target = KubeClient(self._target_config, name="target", request_timeout=30)
             self._streams = TargetStreams(self._target_config)
             self._reflection = ObjectReflection(
@@ -179,6 +209,29 @@ class KubernetesProvider(Provider):
             self._target_config.source,
             OWNER_LABEL,
             self.owner,
+        )
+
+    async def _kubeconfig_from_secret(self, ref: SecretRef) -> ClientConfig:
+        """The target's connection from a kubeconfig held in a source Secret (read once)."""
+        assert self._source is not None
+        where = f"Secret {ref.namespace}/{ref.name} key {ref.key!r} in the source cluster"
+        try:
+            secret = await self._source.get(path("v1", "secrets", ref.namespace, ref.name))
+        except ApiError as exc:
+            raise ProviderConfigError(
+                f"target kubeconfig: cannot read {where}: {exc.reason or exc}"
+            ) from None
+        encoded = (secret.get("data") or {}).get(ref.key)
+        if not encoded:
+            raise ProviderConfigError(f"target kubeconfig: {where} is missing or empty")
+        try:
+            config = await asyncio.to_thread(
+                _parse_kubeconfig, base64.b64decode(encoded), self.config.target.context
+            )
+        except ConfigError as exc:
+            raise ProviderConfigError(f"target kubeconfig in {where}: {exc}") from None
+        return replace(
+            config, source=f"{where} (context {self.config.target.context or 'current'})"
         )
 
     def _remote_pod_gone(self, key: str) -> None:
