@@ -158,23 +158,24 @@ class LeaderElector:
         self.leading = False
         LEADER.set(0)
         try:
-            current = await self.client.get(self.url)
-            if current.get("spec", {}).get("holderIdentity") != self.settings.identity:
-                return
-            await self.client.patch(
-                self.url,
-                {
-                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                    "spec": {
-                        "holderIdentity": None,
-                        "leaseDurationSeconds": 1,
-                        "renewTime": micro(),
-                    },
-                },
-            )
+            # Bounded: an unreachable API server must not hold up the exit; the Lease expires.
+            async with asyncio.timeout(self.settings.renew_deadline):
+                await self._release()
             log.info("released the leadership of node %s", self.settings.node_name)
-        except ApiError as exc:
+        except (ApiError, TimeoutError) as exc:
             log.warning("could not release the leader Lease (it expires by itself): %s", exc)
+
+    async def _release(self) -> None:
+        current = await self.client.get(self.url)
+        if current.get("spec", {}).get("holderIdentity") != self.settings.identity:
+            return
+        await self.client.patch(
+            self.url,
+            {
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro()},
+            },
+        )
 
     async def _try_acquire_or_renew(self) -> bool:
         """One round of client-go's tryAcquireOrRenew: True if we hold the Lease afterwards."""
