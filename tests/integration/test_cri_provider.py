@@ -192,7 +192,7 @@ def test_waiting_reasons_exit_codes_and_restarts(
     job = _container("main", "echo working; exit 3")
     oom = _container(
         "main",
-        "head -c 200000000 /dev/zero | tail > /dev/null",
+        "echo eating; head -c 200000000 /dev/zero | tail > /dev/null",
         resources={"limits": {"memory": "16Mi"}},
     )
     init = _container("setup", "echo prepared > /work/ready")
@@ -250,6 +250,8 @@ def test_waiting_reasons_exit_codes_and_restarts(
         return last.get("reason") == "OOMKilled" and status["restartCount"] >= 1 and status
 
     wait_until(oom_killed_and_restarted, 90, "the oom pod to be OOMKilled and restarted")
+    previous = devcluster.kubectl("logs", "--previous", "-n", kube_namespace, "oom")
+    assert previous.stdout.startswith("eating\n")  # the run before the current one
 
     def init_ran() -> Any:
         status = _status(devcluster, kube_namespace, "with-init")
@@ -609,3 +611,39 @@ def test_a_runtime_restart_makes_the_node_not_ready_and_keeps_the_containers(
         assert "running" in after["state"]
     finally:
         backend.down()
+
+
+def test_post_start_hooks_run_before_the_pod_goes_on_and_a_failing_one_restarts(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    hooked = _container(
+        "main",
+        "until [ -f /tmp/started ]; do sleep 0.1; done; cat /tmp/started; exec sleep 3600",
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/started"]}}},
+    )
+    failing = _container(
+        "main",
+        "exec sleep 3600",
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}},
+    )
+    for name, container in (("hooked", hooked), ("hook-fails", failing)):
+        spec = _pod(name, agent.node_name, [container], terminationGracePeriodSeconds=1)
+        create(devcluster, kube_namespace, spec)
+    wait_until(
+        lambda: (
+            devcluster.kubectl("logs", "-n", kube_namespace, "hooked", check=False).stdout
+            == "hooked\n"
+        ),
+        60,
+        "the hook's file to be seen by the container",
+    )
+
+    def failed_hook() -> Any:
+        status = _state(devcluster, kube_namespace, "hook-fails") or {}
+        last = status.get("lastState", {}).get("terminated") or {}
+        restarted = status.get("restartCount", 0) >= 1
+        return restarted and last.get("message", "").startswith("PostStartHookError") and status
+
+    status = wait_until(failed_hook, 60, "the failed postStart hook to restart the container")
+    assert "exited with 7" in status["lastState"]["terminated"]["message"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...sdk.probes import Handlers
+from ...sdk.probes import Handlers, pod_desc
 from ...sdk.restart_policy import BackOffSettings, Restart, RunEnd, decide
 from . import probes
 from .client import CriClient, CriError, cri
@@ -246,8 +246,12 @@ class PodRunner:
         assert container.container_id is not None
         container.handled_exit = container.container_id
         container.last_terminated = terminated_of(status, container.container_id)
+        hook_error, container.hook_error = container.hook_error, None
+        if hook_error is not None:
+            container.last_terminated["message"] = f"PostStartHookError: {hook_error}"
         ran_for = max(0.0, (status.finished_at - status.started_at) / 1e9)
-        self._decide(container, RunEnd(exit_code=int(status.exit_code), ran_for=ran_for))
+        end = RunEnd(exit_code=int(status.exit_code), ran_for=ran_for, hook_error=hook_error)
+        self._decide(container, end)
 
     def _decide(self, container: ContainerState, end: RunEnd) -> None:
         namespace, name, uid = pod_meta(self.state.pod)
@@ -342,6 +346,9 @@ class PodRunner:
             )
             return
         await self._refresh(container)
+        if not container.init:
+            await self._post_start(container, spec)
+            await self._refresh(container)
 
     async def _retire_previous(self, container: ContainerState) -> None:
         """Keep the current run (it becomes the previous one, for `logs --previous`); remove
@@ -443,28 +450,46 @@ class PodRunner:
                         raise
 
     async def _pre_stop(self, container: ContainerState, grace: float) -> None:
-        """The container's preStop exec hook, bounded by the grace period (its failure does not
-        keep the container from stopping, as with the kubelet)."""
-        if container.status is None or container.status.state != cri.CONTAINER_RUNNING:
+        """The container's preStop hook (exec, httpGet, tcpSocket or sleep), bounded by the grace
+        period; its failure does not keep the container from stopping, as with the kubelet."""
+        if not running(container) or container.container_id is None:
             return
-        hook = (self.state.spec_of(container.name).get("lifecycle") or {}).get("preStop") or {}
-        command = (hook.get("exec") or {}).get("command")
-        if not command or container.container_id is None:
+        spec = self.state.spec_of(container.name)
+        hook = (spec.get("lifecycle") or {}).get("preStop")
+        if not isinstance(hook, dict):
             return
         try:
-            await self.client.runtime(
-                "ExecSync",
-                cri.ExecSyncRequest(
-                    container_id=container.container_id,
-                    cmd=[str(c) for c in command],
-                    timeout=int(grace),
-                ),
-                timeout=grace + 5,
-            )
-        except CriError as exc:
+            async with asyncio.timeout(grace):
+                ok, message = await self.settings.handlers.hook(
+                    hook,
+                    spec,
+                    probes.exec_via(self.client, container.container_id),
+                    pod=pod_desc(self.state.pod),
+                    pod_ip=self.state.pod_ip or "127.0.0.1",
+                )
+        except TimeoutError:
+            ok, message = False, f"did not end within the grace period ({grace:g} s)"
+        if not ok:
             log.info(
                 "pod %s: preStop hook of %s failed: %s",
-                pod_meta(self.state.pod)[1],
+                pod_desc(self.state.pod),
                 container.name,
-                exc,
+                message,
             )
+
+    async def _post_start(self, container: ContainerState, spec: dict[str, Any]) -> None:
+        """The postStart hook, run to its end before the pod's worker goes on (as the kubelet's
+        does); if it fails the run is stopped, and its termination says why."""
+        hook = (spec.get("lifecycle") or {}).get("postStart")
+        if not isinstance(hook, dict) or container.container_id is None:
+            return
+        ok, message = await self.settings.handlers.hook(
+            hook,
+            spec,
+            probes.exec_via(self.client, container.container_id),
+            pod=pod_desc(self.state.pod),
+            pod_ip=self.state.pod_ip or "127.0.0.1",
+        )
+        if not ok:
+            container.hook_error = message
+            await self._kill(container, f"FailedPostStartHook: {message}")
