@@ -22,35 +22,39 @@ from virtual_kubelet.devcluster import DevCluster, wait_until
 CHART = Path(__file__).resolve().parents[2] / "charts" / "virtual-kubelet"
 EXAMPLES = sorted((CHART / "ci").glob("*-values.yaml"))
 
-#: The Prometheus operator's ServiceMonitor, reduced to what server-side validation needs: its
-#: CRDs are not part of the dev cluster.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-            "kind": "ServiceMonitor",
+
+def _stand_in_crd(plural: str, kind: str) -> dict[str, Any]:
+    """A Prometheus operator CRD (ServiceMonitor, PrometheusRule) reduced to what server-side
+    validation needs: the operator is not part of the dev cluster."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
         },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+    }
+
+
+OPERATOR_CRDS = [
+    _stand_in_crd("servicemonitors", "ServiceMonitor"),
+    _stand_in_crd("prometheusrules", "PrometheusRule"),
+]
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,20 +70,26 @@ def render(helm: Path, namespace: str, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def service_monitor_crd(devcluster: DevCluster) -> Iterator[None]:
-    devcluster.kubectl("apply", "-f", "-", input=json.dumps(SERVICE_MONITOR_CRD))
+def operator_crds(devcluster: DevCluster) -> Iterator[None]:
+    for crd in OPERATOR_CRDS:
+        devcluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
     wait_until(
         lambda: (
-            "servicemonitors"
-            in devcluster.kubectl("api-resources", "--api-group=monitoring.coreos.com").stdout
+            {"servicemonitors", "prometheusrules"}
+            <= set(
+                devcluster.kubectl(
+                    "api-resources", "--api-group=monitoring.coreos.com", "-o", "name"
+                )
+                .stdout.replace(".monitoring.coreos.com", "")
+                .split()
+            )
         ),
         30,
-        "the ServiceMonitor CRD to be served",
+        "the Prometheus operator's CRDs to be served",
     )
     yield
-    devcluster.kubectl(
-        "delete", "crd", SERVICE_MONITOR_CRD["metadata"]["name"], "--wait=false", check=False
-    )
+    for crd in OPERATOR_CRDS:
+        devcluster.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=false", check=False)
 
 
 def test_every_provider_we_ship_has_example_values() -> None:
@@ -94,7 +104,7 @@ def test_example_values_lint_render_and_pass_server_side_validation(
     helm: Path,
     devcluster: DevCluster,
     kube_namespace: str,
-    service_monitor_crd: None,
+    operator_crds: None,
     values: Path,
 ) -> None:
     lint = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values))
