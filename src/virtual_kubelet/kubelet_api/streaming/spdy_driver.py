@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import logging
 
-from ...streams import CallbackOutput, QueueInput
-from ..http import HttpError, Request, Upgraded
 from ...spdy import (
     DataReceived,
     Event,
@@ -20,6 +18,8 @@ from ...spdy import (
     StreamOpened,
     StreamReset,
 )
+from ...streams import CallbackOutput, QueueInput
+from ..http import HttpError, Request, Upgraded
 
 log = logging.getLogger(__name__)
 
