@@ -4,6 +4,8 @@ behind a real API server, driven through kubectl as a user would."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,25 @@ def _terminated(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any
         if found:
             return dict(found)
     return None
+
+
+def test_the_slurm_helper_is_idempotent_and_reports_its_daemons(slurm: SlurmCluster) -> None:
+    before = slurm.pids()
+    assert all(before.values())
+    slurm.up()  # again: nothing restarted
+    assert slurm.pids() == before
+    shown = subprocess.run(
+        [sys.executable, "-m", "virtual_kubelet.devcluster.slurm", "status", "--name", "tests"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"slurmctld={before['slurmctld']}" in shown.stdout
+    sinfo = slurm.cli("sinfo", "--noheader", "--format=%P %a %T")
+    partition, available, state = sinfo.stdout.split()
+    assert (partition, available) == ("debug*", "up")
+    assert state in ("idle", "mixed", "allocated")
 
 
 def test_a_job_completes_with_its_logs_and_a_failing_pod_fails_with_its_exit_code(

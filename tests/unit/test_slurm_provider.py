@@ -3,11 +3,13 @@ read back (only this node's and this user's jobs), job states as pod statuses, s
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from virtual_kubelet.providers.slurm import jobs, script
 from virtual_kubelet.providers.slurm.config import SlurmConfig
@@ -153,3 +155,65 @@ def test_capacity_sums_usable_nodes_with_their_gpus() -> None:
         "nvidia.com/gpu": "2",
     }
     assert capacity_of(parse_sinfo(text), None)["cpu"] == "10"
+
+
+def _fake_slurm(bin_dir: Path, sinfo: str, squeue: str = '{"jobs": []}') -> None:
+    bin_dir.mkdir()
+    for name, output in (("sinfo", sinfo), ("squeue", squeue)):
+        (bin_dir / name).write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}\nEOF\n")
+        (bin_dir / name).chmod(0o755)
+
+
+def _provider(tmp_path: Path, config: dict[str, Any]) -> Any:
+    from virtual_kubelet.providers.slurm import SlurmProvider
+    from virtual_kubelet.sdk import ProviderContext
+
+    config_path = tmp_path / "slurm.json"
+    config_path.write_text(json.dumps(config))
+    context = ProviderContext(
+        node_name="n1",
+        operating_system="linux",
+        internal_ip="127.0.0.1",
+        daemon_port=10250,
+        config_path=config_path,
+        state_dir=tmp_path / "state",
+    )
+    return SlurmProvider(context)
+
+
+def test_the_node_is_not_ready_while_no_node_of_the_partition_can_run_jobs(tmp_path: Path) -> None:
+    _fake_slurm(tmp_path / "bin", "a|4|8000|gpu:1|down*|batch\nb|2|1000|(null)|idle|debug*")
+    provider = _provider(tmp_path, {"bin_dir": str(tmp_path / "bin"), "partition": "batch"})
+
+    async def body() -> None:
+        await provider.start()
+        try:
+            node: dict[str, Any] = {}
+            await provider.configure_node(node)
+            assert node["status"]["capacity"]["cpu"] == "0"
+            with pytest.raises(
+                RuntimeError, match=r"no usable Slurm node in partition batch \(a down\*\)"
+            ):
+                await provider.ping()
+        finally:
+            await provider.stop()
+
+    asyncio.run(body())
+
+
+def test_a_bad_config_is_one_clear_error(tmp_path: Path) -> None:
+    from virtual_kubelet.sdk import ProviderConfigError
+
+    with pytest.raises(ProviderConfigError, match="poll_secs"):
+        _provider(tmp_path, {"poll_secs": 1})
+
+
+def test_the_example_config_is_valid_and_shows_the_defaults() -> None:
+    example = Path(__file__).parents[2] / "examples" / "slurm" / "slurm-provider.yaml"
+    config = SlurmConfig.model_validate(yaml.safe_load(example.read_text()))
+    defaults = SlurmConfig()
+    assert config.slurm_conf is not None
+    assert not str(config.slurm_conf).startswith("~")
+    for key in SlurmConfig.model_fields:
+        if key != "slurm_conf":
+            assert getattr(config, key) == getattr(defaults, key), key

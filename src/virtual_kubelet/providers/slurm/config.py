@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Pod annotations that choose a job's placement, over the config's defaults.
 ANNOTATION_PREFIX = "slurm.virtual-kubelet.io/"
@@ -40,6 +40,11 @@ class SlurmConfig(BaseModel):
     call_timeout_seconds: float = Field(30.0, gt=0)
     #: Pods the node advertises.
     max_pods: int = Field(1000, gt=0)
+
+    @field_validator("slurm_conf", "bin_dir", "work_root")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     def command(self, name: str) -> str:
         return str(self.bin_dir / name) if self.bin_dir else name

@@ -1,5 +1,5 @@
-"""The node's capacity from `sinfo`: CPUs, memory and GPUs (gres) of the cluster's nodes, those
-of the configured partition only when one is set."""
+"""The node's capacity from `sinfo`: CPUs, memory and GPUs (gres) of the cluster's usable nodes,
+those of the configured partition only when one is set; and whether any node can run jobs."""
 
 from __future__ import annotations
 
@@ -39,15 +39,35 @@ def parse_sinfo(text: str) -> list[SlurmNode]:
     return nodes
 
 
+UNUSABLE = ("down", "drain", "drng", "fail", "maint", "inval", "futr", "unk")
+
+
+def _in(node: SlurmNode, partition: str | None) -> bool:
+    return not partition or node.partition == partition
+
+
+def usable(node: SlurmNode) -> bool:
+    return node.state.rstrip("*~#!%$@^-") not in UNUSABLE
+
+
+def unusable_reason(nodes: list[SlurmNode], partition: str | None) -> str | None:
+    """Why no job could run now (no node of the partition is usable), or None."""
+    mine = [n for n in nodes if _in(n, partition)]
+    if any(usable(n) for n in mine):
+        return None
+    where = f" in partition {partition}" if partition else ""
+    if not mine:
+        return f"Slurm has no node{where}"
+    states = ", ".join(f"{n.name} {n.state}" for n in mine[:5])
+    return f"no usable Slurm node{where} ({states})"
+
+
 def capacity_of(nodes: list[SlurmNode], partition: str | None) -> dict[str, str]:
     """The sum over usable nodes (each counted once, down and drained ones left out)."""
     seen: dict[str, SlurmNode] = {}
     for node in nodes:
-        if partition and node.partition != partition:
-            continue
-        if node.state.rstrip("*~#!%$@^-") in ("down", "drain", "drng", "fail", "maint"):
-            continue
-        seen.setdefault(node.name, node)
+        if _in(node, partition) and usable(node):
+            seen.setdefault(node.name, node)
     capacity = {
         "cpu": str(sum(n.cpus for n in seen.values())),
         "memory": f"{sum(n.memory_mb for n in seen.values())}Mi",

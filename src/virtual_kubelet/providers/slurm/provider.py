@@ -19,6 +19,7 @@ from ...sdk import (
     InvalidInput,
     LogOptions,
     Node,
+    NodeCallback,
     NotFound,
     Pod,
     PodCallback,
@@ -36,7 +37,7 @@ from ...sdk.cri_log_files import stream_log
 from . import jobs, script
 from .cli import SlurmCallFailed, SlurmCli
 from .config import SlurmConfig
-from .node import capacity_of, parse_sinfo
+from .node import capacity_of, parse_sinfo, unusable_reason
 from .status import pod_status
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,10 @@ class SlurmProvider(Provider):
         self.reported: dict[str, str] = {}
         self.poller: asyncio.Task[None] | None = None
         self.capacity: dict[str, str] | None = None
-        self.capacity_read = 0.0
+        self.unusable: str | None = None  # why no node of the partition can run jobs
+        self.node: Node | None = None  # as last configured, for pushed capacity changes
+        self.node_callback: NodeCallback | None = None
+        self.refresher: asyncio.Task[None] | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -112,11 +116,13 @@ class SlurmProvider(Provider):
                 record.job_id = job.job_id
                 (record.job_dir / "job-id").write_text(job.job_id)
         self.poller = asyncio.create_task(self._poll_forever(), name="slurm-poll")
+        self.refresher = asyncio.create_task(self._refresh_node_forever(), name="slurm-nodes")
 
     async def stop(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
+        tasks = [t for t in (self.poller, self.refresher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def notify_pods(self, callback: PodCallback) -> None:
         self.notify = callback
@@ -295,21 +301,46 @@ class SlurmProvider(Provider):
     # --- node -------------------------------------------------------------------------------
 
     async def ping(self) -> None:
+        """Healthy while Slurm answers the status poll and some node of the partition is usable
+        (the node goes NotReady with this message otherwise)."""
         if self.poll_error is not None:
             raise RuntimeError(f"Slurm does not answer: {self.poll_error}")
+        if self.unusable is not None:
+            raise RuntimeError(self.unusable)
+
+    def notify_node_status(self, callback: NodeCallback) -> None:
+        self.node_callback = callback
+
+    async def _read_nodes(self) -> bool:
+        """Capacity and usability from sinfo; whether the capacity changed."""
+        try:
+            text = await self.cli.run("sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G|%t|%P")
+        except SlurmCallFailed as exc:
+            log.warning("sinfo failed: %s", exc)
+            return False
+        nodes = parse_sinfo(text)
+        self.unusable = unusable_reason(nodes, self.config.partition)
+        capacity = capacity_of(nodes, self.config.partition)
+        changed = capacity != self.capacity
+        self.capacity = capacity
+        return changed
+
+    async def _refresh_node_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.capacity_refresh_seconds)
+            if await self._read_nodes() and self.node_callback and self.node is not None:
+                node = deep_copy(self.node)
+                self._describe(node)
+                self.node = node
+                self.node_callback(node)
 
     async def configure_node(self, node: Node) -> None:
-        if self.capacity is None or time.monotonic() - self.capacity_read > (
-            self.config.capacity_refresh_seconds
-        ):
-            try:
-                text = await self.cli.run(
-                    "sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G|%t|%P"
-                )
-                self.capacity = capacity_of(parse_sinfo(text), self.config.partition)
-                self.capacity_read = time.monotonic()
-            except SlurmCallFailed as exc:
-                log.warning("sinfo failed: %s", exc)
+        if self.capacity is None:
+            await self._read_nodes()
+        self._describe(node)
+        self.node = deep_copy(node)
+
+    def _describe(self, node: Node) -> None:
         status = node.setdefault("status", {})
         capacity = dict(self.capacity or {"cpu": "0", "memory": "0"})
         capacity["pods"] = str(self.config.max_pods)
