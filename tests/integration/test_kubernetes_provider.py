@@ -45,6 +45,7 @@ class Offload:
             "namespaces": {"template": "{namespace}-{cluster}"},
             "pods": {"tolerations": [TOLERATION], "service_account": "source"},
             "capacity_refresh_seconds": 2,
+            "reflect_services": True,
         }
         self.agent = self.new_agent()
 
@@ -265,6 +266,32 @@ def test_a_deployment_runs_in_the_target_with_its_config_and_status_flowing_back
         ),
         30,
         "the ConfigMap edit to reach the target",
+    )
+    # A Service selecting the pods is reflected: in the target, its endpoints are the remote pods.
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    create(source, ns, service)
+
+    def endpoints() -> set[str]:
+        slices = target.get_json(
+            "endpointslices", "-n", remote_ns, "-l", "kubernetes.io/service-name=web"
+        )["items"]
+        return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+    remote_ips = {p["status"]["podIP"] for p in remote}
+    wait_until(lambda: endpoints() == remote_ips, 30, "the reflected Service's endpoints")
+    copy_service = target.get_json("service", "web", "-n", remote_ns)
+    assert copy_service["metadata"]["labels"][OWNER] == f"home.{offload.node}"
+    assert copy_service["spec"]["ports"][0]["targetPort"] == 8080
+    source.kubectl("delete", "service", "web", "-n", ns)
+    wait_until(
+        lambda: not target.get_json("services", "-n", remote_ns, "-l", OWNER)["items"],
+        30,
+        "the reflected Service to go with the source's",
     )
     # Deleting the Deployment deletes the remote pods and, once unused, the reflected objects.
     source.kubectl("delete", "deployment", "web", "-n", ns)

@@ -201,6 +201,9 @@ class KubernetesConfig(BaseModel):
     namespaces: NamespaceConfig = Field(default_factory=NamespaceConfig)
     pods: PodRewriteConfig = Field(default_factory=PodRewriteConfig)
     capacity: CapacityConfig | None = None
+    #: Copy the Services of the source namespaces with offloaded pods into the target
+    #: namespaces (same name, selector and ports), so pods find their peers there by name.
+    reflect_services: bool = False
     #: How often the capacity is recomputed from the target's nodes and pods (seconds).
     capacity_refresh_seconds: float = Field(default=30.0, gt=0)
 

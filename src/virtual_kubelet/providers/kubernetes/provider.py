@@ -58,6 +58,7 @@ from .remote_exec import RemoteExec
 from .remote_pods import RemotePods
 from .rewrite import references, target_pod
 from .service_account import SourceTokens
+from .services import ServiceReflection
 from .streams import TargetStreams
 
 __all__ = ["KubernetesProvider"]
@@ -138,6 +139,7 @@ class KubernetesProvider(Provider):
         self._capacity_task: asyncio.Task[None] | None = None
         self._adopted = False
         self._node: Node | None = None
+        self._services: ServiceReflection | None = None
         self._pushed_capacity: dict[str, str] | None = None
         self._tokens: SourceTokens | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -181,6 +183,10 @@ class KubernetesProvider(Provider):
                 self._source, target, self.owner, self.config.cluster_id
             )
         self._target = target
+        if self.config.reflect_services:
+            self._services = ServiceReflection(
+                self._source, target, self.owner, self.config.cluster_id
+            )
         if self.config.pods.service_account == "source":
             self._tokens = SourceTokens(
                 self._source,
@@ -245,7 +251,14 @@ class KubernetesProvider(Provider):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        for part in (self._remote, self._reflection, self._streams, self._target, self._source):
+        for part in (
+            self._remote,
+            self._reflection,
+            self._services,
+            self._streams,
+            self._target,
+            self._source,
+        ):
             if part is not None:
                 await part.close()
 
@@ -302,6 +315,8 @@ class KubernetesProvider(Provider):
         # What the rewritten pod references (the source's token volume, and with it the source's
         # kube-root-ca.crt, is gone by now).
         await self.reflection.ensure(key, namespace, target_ns, references(body))
+        if self._services is not None:
+            self._services.follow(namespace, target_ns)
         if self._tokens is not None:
             await self._tokens.ensure(key, original, target_ns)
         try:
@@ -401,6 +416,10 @@ class KubernetesProvider(Provider):
                     remote["metadata"]["namespace"],
                     references(remote),
                 )
+                if self._services is not None:
+                    self._services.follow(
+                        view["metadata"]["namespace"], remote["metadata"]["namespace"]
+                    )
             with contextlib.suppress(ApiError):
                 await self.reflection.collect_garbage()
         return [self.remote.view_of(remote) for remote in self.remote.all()]
