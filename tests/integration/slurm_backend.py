@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,10 @@ from virtual_kubelet.devcluster.slurm import SlurmCluster, SlurmUnavailable
 
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[SlurmCluster]:
-    cluster = SlurmCluster.named("tests")
+    # One private Slurm per checkout: test runs of two checkouts must not share jobs or stop
+    # each other's daemons.
+    checkout = Path(__file__).resolve().parents[2]
+    cluster = SlurmCluster.named(f"tests-{zlib.crc32(str(checkout).encode()) % 100000}")
     started_here = not cluster.running()
     try:
         cluster.up()

@@ -71,14 +71,21 @@ def test_the_slurm_helper_is_idempotent_and_reports_its_daemons(slurm: SlurmClus
     slurm.up()  # again: nothing restarted
     assert slurm.pids() == before
     shown = subprocess.run(
-        [sys.executable, "-m", "virtual_kubelet.devcluster.slurm", "status", "--name", "tests"],
+        [
+            sys.executable,
+            "-m",
+            "virtual_kubelet.devcluster.slurm",
+            "status",
+            "--name",
+            slurm.home.name,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     assert f"slurmctld={before['slurmctld']}" in shown.stdout
-    sinfo = slurm.cli("sinfo", "--noheader", "--format=%P %a %T")
+    sinfo = slurm.cli("sinfo", "--noheader", "--partition=debug", "--format=%P %a %T")
     partition, available, state = sinfo.stdout.split()
     assert (partition, available) == ("debug*", "up")
     assert state in ("idle", "mixed", "allocated")
@@ -139,6 +146,13 @@ def test_memory_overrun_is_oomkilled_and_impossible_resources_stay_pending_with_
     )
     huge = _pod("huge", agent.node_name, "true", resources={"requests": {"cpu": "64"}})
     create(devcluster, kube_namespace, huge)
+    closed = _pod(
+        "closed",
+        agent.node_name,
+        "true",
+        annotations={"slurm.virtual-kubelet.io/partition": "closed"},
+    )
+    create(devcluster, kube_namespace, closed)
     nowhere = _pod(
         "nowhere",
         agent.node_name,
@@ -168,6 +182,13 @@ def test_memory_overrun_is_oomkilled_and_impossible_resources_stay_pending_with_
     described = devcluster.kubectl("describe", "pod", "-n", kube_namespace, "huge").stdout
     assert "SlurmJobPending" in described
     assert "is pending: PartitionConfig" in described
+
+    wait_until(
+        lambda: "PartitionDown" in _status(devcluster, kube_namespace, "closed").get("message", ""),
+        30,
+        "the pod in a closed partition to show Slurm's reason",
+    )
+    assert _status(devcluster, kube_namespace, "closed")["phase"] == "Pending"
 
     wait_until(
         lambda: _status(devcluster, kube_namespace, "nowhere").get("phase") == "Failed",

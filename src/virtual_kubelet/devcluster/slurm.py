@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,12 @@ class SlurmCluster:
 
     @classmethod
     def named(cls, name: str = "default") -> SlurmCluster:
-        return cls(cache_root() / "slurm" / name)
+        """The cluster `name`; "default" on ports 16817/16818, any other name on a pair derived
+        from it, so that two of them (two checkouts' test runs) can run side by side."""
+        if name == "default":
+            return cls(cache_root() / "slurm" / name)
+        port = 17000 + 2 * (zlib.crc32(name.encode()) % 1000)
+        return cls(cache_root() / "slurm" / name, ctld_port=port, slurmd_port=port + 1)
 
     @property
     def config_file(self) -> Path:
@@ -171,6 +177,8 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} St
 # FORCE:8: up to 8 jobs share each CPU, so that a test's handful of sleeping pods all run on a
 # 2-core machine (a real cluster would say OverSubscribe=NO).
 PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+# A partition that takes jobs but never starts them (tests of Pending with Slurm's reason).
+PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
 """
         )
 
