@@ -647,3 +647,36 @@ def test_post_start_hooks_run_before_the_pod_goes_on_and_a_failing_one_restarts(
 
     status = wait_until(failed_hook, 60, "the failed postStart hook to restart the container")
     assert "exited with 7" in status["lastState"]["terminated"]["message"]
+
+
+def test_a_new_image_replaces_the_running_container(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    updated = "localhost/busybox:updated"
+    containerd.ctr("images", "tag", "--force", BUSYBOX, updated)
+    agent = _agent(start_agent, containerd)
+    spec = _pod("changing", agent.node_name, [_container("main", "exec sleep 3600")])
+    spec["spec"]["restartPolicy"] = "Never"  # a new image restarts it all the same
+    spec["spec"]["terminationGracePeriodSeconds"] = 1
+    create(devcluster, kube_namespace, spec)
+    before = wait_until(
+        lambda: (
+            (s := _state(devcluster, kube_namespace, "changing") or {})
+            .get("state", {})
+            .get("running")
+            and s
+        ),
+        60,
+        "changing to run",
+    )
+    devcluster.kubectl("set", "image", "-n", kube_namespace, "pod/changing", f"main={updated}")
+
+    def replaced() -> Any:
+        status = _state(devcluster, kube_namespace, "changing") or {}
+        new_run = status.get("containerID") != before["containerID"]
+        return new_run and status.get("state", {}).get("running") and status
+
+    after = wait_until(replaced, 60, "the container to run the new image")
+    assert after["image"] == updated
+    assert after["restartCount"] == 1
+    assert _status(devcluster, kube_namespace, "changing")["phase"] == "Running"

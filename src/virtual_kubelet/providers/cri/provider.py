@@ -254,8 +254,15 @@ class CriProvider(Provider):
         runner = self._runners.get(key_of(pod))
         if runner is None:
             raise NotFound(key_of(pod))
-        # Labels, annotations and the like; a changed image is not applied to running containers.
-        runner.state.pod["metadata"] = deep_copy(pod["metadata"])
+        state = runner.state
+        before = {c.name: state.spec_of(c.name).get("image") for c in state.app_containers}
+        state.pod["metadata"] = deep_copy(pod["metadata"])
+        state.pod["spec"] = deep_copy(pod["spec"])
+        for name, image in before.items():
+            # The only container field a pod update may change: as the kubelet, a new image
+            # means a new run of that container, whatever the restartPolicy.
+            if name in state.containers and state.spec_of(name).get("image") != image:
+                runner.replace_run(name)
 
     async def delete_pod(self, pod: Pod) -> None:
         key = key_of(pod)

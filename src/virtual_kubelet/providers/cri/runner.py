@@ -71,6 +71,7 @@ class PodRunner:
         self.settings = settings
         self.changed = changed
         self._task: asyncio.Task[None] | None = None
+        self._kills: set[asyncio.Task[None]] = set()
 
     @property
     def log_directory(self) -> Path:
@@ -185,6 +186,19 @@ class PodRunner:
             kill=lambda reason: self._kill(container, reason),
         )
 
+    def replace_run(self, name: str) -> None:
+        """Its image changed: stop the current run and start one with the new image at once."""
+        container = self.state.containers[name]
+        # Only the exit this kill causes is forced; a container waiting starts anew anyway.
+        container.forced = running(container)
+        container.done = False
+        container.retry_at = 0.0
+        if running(container):
+            task = asyncio.create_task(self._kill(container, "its image changed"))
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
+        self.changed()
+
     async def _kill(self, container: ContainerState, reason: str) -> None:
         """Stop the current run (a failed liveness or startup probe), within the grace period;
         the restartPolicy then decides, as for any exit."""
@@ -255,6 +269,7 @@ class PodRunner:
 
     def _decide(self, container: ContainerState, end: RunEnd) -> None:
         namespace, name, uid = pod_meta(self.state.pod)
+        forced, container.forced = container.forced, False
         decision = decide(
             end,
             container=container.name,
@@ -263,6 +278,7 @@ class PodRunner:
             init=container.init,
             backoff=container.backoff,
             settings=self.settings.backoff,
+            forced=forced,
         )
         if isinstance(decision, Restart):
             container.backoff = decision.backoff

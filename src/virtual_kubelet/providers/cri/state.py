@@ -38,6 +38,8 @@ class ContainerState:
     #: The run whose exit was already acted on (restart decided or terminated for good).
     handled_exit: str | None = None
     last_terminated: dict[str, Any] | None = None
+    #: The next exit is for a new image: restart at once, whatever the policy.
+    forced: bool = False
     #: Why the current run's postStart hook failed (it was stopped for that).
     hook_error: str | None = None
     #: Stays terminated (restartPolicy says no more runs).
