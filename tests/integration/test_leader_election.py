@@ -9,6 +9,7 @@ from it stops serving and exits.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import secrets
@@ -20,7 +21,10 @@ from typing import Any
 from virtual_kubelet.devcluster import DevCluster, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import TEST_NODE_MONITOR_GRACE_PERIOD
+from virtual_kubelet.kube import config as kubeconfig
+from virtual_kubelet.kube.client import KubeClient
 from virtual_kubelet.kube.timefmt import parse
+from virtual_kubelet.node.leader import ElectionSettings, LeaderElector
 
 from .conftest import create, pod, pod_manifest
 
@@ -199,3 +203,50 @@ def test_standby_takes_over_without_restarting_pods(
             agent.stop()
             agent.cleanup()
         devcluster.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+def test_candidates_racing_for_the_lease_elect_exactly_one(
+    devcluster: DevCluster, kube_namespace: str
+) -> None:
+    """Several candidates at once, for a Lease that does not exist yet and again for one that was
+    released: each time exactly one wins (create and compare-and-swap by resourceVersion), and
+    the others stand by while it renews."""
+
+    async def race() -> None:
+        config = kubeconfig.from_kubeconfig(devcluster.kubeconfig)
+        clients = [KubeClient(config, name=f"candidate-{i}") for i in range(4)]
+        try:
+            for _ in range(2):  # a Lease to create, then a released one to take over
+                electors = [
+                    LeaderElector(
+                        client,
+                        ElectionSettings(
+                            "race",
+                            namespace=kube_namespace,
+                            identity=f"candidate-{i}",
+                            lease_duration=3,
+                            renew_deadline=2,
+                            retry_period=0.2,
+                        ),
+                    )
+                    for i, client in enumerate(clients)
+                ]
+                waiting = {asyncio.create_task(e.acquire()): e for e in electors}
+                done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                assert len(done) == 1
+                winner = waiting[done.pop()]
+                renewing = asyncio.create_task(winner.keep_leading())
+                # Longer than the lease duration: the others would have taken an unrenewed
+                # Lease by now.
+                await asyncio.wait(pending, timeout=5)
+                assert not any(t.done() for t in pending), "a second leader"
+                assert all(not e.leading for e in electors if e is not winner)
+                for task in [*pending, renewing]:
+                    task.cancel()
+                await asyncio.gather(*pending, renewing, return_exceptions=True)
+                await winner.release()
+        finally:
+            for client in clients:
+                await client.close()
+
+    asyncio.run(race())
