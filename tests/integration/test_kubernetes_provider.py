@@ -385,6 +385,9 @@ def test_kill_9_during_a_30_pod_rollout_adopts_and_recreates_nothing(
     wait_until(lambda: len(_remote_uids(offload, remote_ns)) >= 8, 60, "the rollout to start")
     offload.agent.kill()
     before_restart = _remote_uids(offload, remote_ns)
+    early = offload.target.get_json("pods", "-n", remote_ns, "-l", OWNER)["items"][0]
+    token_secret = f"{early['metadata']['name']}-vk-sa-token"
+    minted = offload.target.get_json("secret", token_secret, "-n", remote_ns)
     offload.agent = offload.new_agent()
     offload.agent.start().wait_ready()
     pods = wait_until(
@@ -395,6 +398,17 @@ def test_kill_9_during_a_30_pod_rollout_adopts_and_recreates_nothing(
     assert set(remote) == {p["metadata"]["uid"] for p in pods}
     # Every remote pod that existed at the kill is the same object: adopted, not recreated.
     assert {uid: remote[uid] for uid in before_restart} == before_restart
+    # The new agent took over renewing their source tokens (the last run's may be near its end).
+    wait_until(
+        lambda: (
+            offload.target.get_json("secret", token_secret, "-n", remote_ns)["metadata"][
+                "resourceVersion"
+            ]
+            != minted["metadata"]["resourceVersion"]
+        ),
+        30,
+        "an adopted pod's source token to be renewed",
+    )
     # Scaling away deletes every remote pod (and leaves the target's worker idle for the next).
     source.kubectl("delete", "deployment", "many", "-n", ns, "--wait=false")
     wait_until(lambda: not offload.target_pods(remote_ns), 90, "the 30 remote pods to go")

@@ -254,6 +254,9 @@ def test_source_tokens_replace_the_projected_volume_and_point_at_the_home_api_se
     )
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
+    assert pod["metadata"]["annotations"]["offload.virtual-kubelet.io/source-service-account"] == (
+        "default"
+    )
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["kube-api-access-x"] == {
         "name": "kube-api-access-x",

@@ -19,6 +19,7 @@ __all__ = [
     "SOURCE_CLUSTER",
     "SOURCE_NAME",
     "SOURCE_NAMESPACE",
+    "SOURCE_SERVICE_ACCOUNT",
     "SOURCE_UID",
     "NamespaceMapper",
     "owner_value",
@@ -33,6 +34,8 @@ SOURCE_UID = f"{_PREFIX}/source-uid"
 SOURCE_CLUSTER = f"{_PREFIX}/source-cluster"
 SOURCE_NAMESPACE = f"{_PREFIX}/source-namespace"
 SOURCE_NAME = f"{_PREFIX}/source-name"
+#: annotation: the source service account whose token the pod carries (service_account: source).
+SOURCE_SERVICE_ACCOUNT = f"{_PREFIX}/source-service-account"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

@@ -320,13 +320,21 @@ class KubernetesProvider(Provider):
         if self._tokens is not None:
             await self._tokens.ensure(key, original, target_ns)
         try:
-            await self.target.create(path("v1", "pods", target_ns), body)
-        except ApiError as exc:
-            if exc.conflict:
-                await self._name_taken(key, pod, target_ns)
-                return
-            if exc.status in _PERMANENT and "service account" not in exc.message:
-                raise InvalidInput(f"the target cluster refused pod {key}: {exc.message}") from None
+            try:
+                await self.target.create(path("v1", "pods", target_ns), body)
+            except ApiError as exc:
+                if exc.conflict:
+                    await self._name_taken(key, pod, target_ns)
+                    return
+                if exc.status in _PERMANENT and "service account" not in exc.message:
+                    raise InvalidInput(
+                        f"the target cluster refused pod {key}: {exc.message}"
+                    ) from None
+                raise
+        except InvalidInput:
+            # The pod will never exist in the target: what was copied for it alone goes.
+            if self.remote.get(key) is None:
+                self._remote_pod_gone(key)
             raise
         log.info("pod %s created in the target as %s/%s", key, target_ns, name)
 
@@ -420,6 +428,9 @@ class KubernetesProvider(Provider):
                     self._services.follow(
                         view["metadata"]["namespace"], remote["metadata"]["namespace"]
                     )
+                if self._tokens is not None:
+                    # Renewed at once: the last run's token may be near its end.
+                    self._tokens.adopt(key_of(view), remote)
             with contextlib.suppress(ApiError):
                 await self.reflection.collect_garbage()
         return [self.remote.view_of(remote) for remote in self.remote.all()]

@@ -13,7 +13,14 @@ from typing import Any
 
 from ...sdk import SPEC_HASH_ANNOTATION, Pod, deep_copy
 from .config import PodRewriteConfig
-from .naming import OWNER_LABEL, SOURCE_CLUSTER, SOURCE_NAME, SOURCE_NAMESPACE, SOURCE_UID
+from .naming import (
+    OWNER_LABEL,
+    SOURCE_CLUSTER,
+    SOURCE_NAME,
+    SOURCE_NAMESPACE,
+    SOURCE_SERVICE_ACCOUNT,
+    SOURCE_UID,
+)
 from .service_account import token_secret_name
 
 __all__ = ["references", "source_view", "target_pod"]
@@ -138,6 +145,10 @@ def target_pod(
             SOURCE_NAME: meta["name"],
         }
     )
+    if home_env:
+        annotations[SOURCE_SERVICE_ACCOUNT] = (
+            original["spec"].get("serviceAccountName") or "default"
+        )
     spec_hash = (resolved["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
     if spec_hash:
         annotations[SPEC_HASH_ANNOTATION] = spec_hash

@@ -11,6 +11,7 @@ token never appears in logs or errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from typing import Any
 
 from ...sdk import Pod, parse_time
 from ...sdk.kube_api import ApiError, KubeClient, path
-from .naming import OWNER_LABEL, SOURCE_CLUSTER, SOURCE_NAME, SOURCE_NAMESPACE
+from .naming import (
+    OWNER_LABEL,
+    SOURCE_CLUSTER,
+    SOURCE_NAME,
+    SOURCE_NAMESPACE,
+    SOURCE_SERVICE_ACCOUNT,
+    SOURCE_UID,
+)
 
 __all__ = ["SourceTokens", "token_secret_name"]
 
@@ -55,6 +63,8 @@ class SourceTokens:
         self._cluster_id = cluster_id
         self._lifetime = lifetime
         self._grants: dict[str, _Grant] = {}
+        #: Set when adopted grants wait for their renewal.
+        self._wake = asyncio.Event()
 
     async def ensure(self, key: str, original: Pod, target_ns: str) -> None:
         """Mint a token for source pod `original` into its Secret in `target_ns`."""
@@ -71,6 +81,26 @@ class SourceTokens:
         await self._mint(grant)
         self._grants[key] = grant
 
+    def adopt(self, key: str, remote: Pod) -> None:
+        """Take over renewing the token of a remote pod found at start-up (minted again at the
+        next check, since the earlier run's token may be near its end)."""
+        meta = remote["metadata"]
+        annotations = meta.get("annotations") or {}
+        account = annotations.get(SOURCE_SERVICE_ACCOUNT)
+        if account is None:
+            return  # created without a source token
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+        self._grants[key] = _Grant(
+            source_ns=annotations.get(SOURCE_NAMESPACE, meta["namespace"]),
+            service_account=account,
+            pod_name=annotations.get(SOURCE_NAME, meta["name"]),
+            pod_uid=(meta.get("labels") or {}).get(SOURCE_UID, ""),
+            target_ns=meta["namespace"],
+            minted=past,
+            expires=past,
+        )
+        self._wake.set()
+
     def forget(self, key: str) -> None:
         """The pod is gone (its Secret goes with the pod's other reflected objects)."""
         self._grants.pop(key, None)
@@ -78,7 +108,9 @@ class SourceTokens:
     async def run(self) -> None:
         """Renew tokens past 80 % of their lifetime, until cancelled."""
         while True:
-            await asyncio.sleep(_REFRESH_CHECK_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _REFRESH_CHECK_SECONDS)
+            self._wake.clear()
             now = datetime.datetime.now(datetime.UTC)
             for key, grant in list(self._grants.items()):
                 if now >= grant.minted + (grant.expires - grant.minted) * 0.8:
