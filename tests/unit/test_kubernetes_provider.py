@@ -330,3 +330,15 @@ def test_the_target_kubeconfig_comes_from_a_file_or_a_secret_not_both(tmp_path: 
     config = load_config(_config(tmp_path, {"target": secret, "cluster_id": "a"}))
     assert config.target.kubeconfig_secret is not None
     assert config.target.kubeconfig_secret.key == "kubeconfig"
+
+
+def test_a_broken_kubeconfig_from_a_secret_is_reported_without_its_contents() -> None:
+    from virtual_kubelet.providers.kubernetes.provider import _parse_kubeconfig
+    from virtual_kubelet.sdk.kube_api import ConfigError
+
+    with pytest.raises(ConfigError) as broken:
+        _parse_kubeconfig(b"users:\n- user: {token: s3cret-token\n  bad: [", None)
+    assert str(broken.value) == "it is not valid YAML"
+    with pytest.raises(ConfigError, match="no current-context") as empty:
+        _parse_kubeconfig(b"clusters: []\n", None)
+    assert "/vk-target-" not in str(empty.value)

@@ -85,8 +85,12 @@ def _parse_kubeconfig(data: bytes, context: str | None) -> ClientConfig:
         try:
             return from_kubeconfig(kubeconfig, context)
         except ConfigError as exc:
+            message = str(exc)
+            if "not valid YAML" in message:
+                # The YAML error quotes the offending line, which may hold a credential.
+                raise ConfigError("it is not valid YAML") from None
             raise ConfigError(
-                str(exc).replace(f"kubeconfig {kubeconfig}", "it").replace(str(kubeconfig), "it")
+                message.replace(f"kubeconfig {kubeconfig}", "it").replace(str(kubeconfig), "it")
             ) from None
 
 
