@@ -217,3 +217,30 @@ def test_the_example_config_is_valid_and_shows_the_defaults() -> None:
     for key in SlurmConfig.model_fields:
         if key != "slurm_conf":
             assert getattr(config, key) == getattr(defaults, key), key
+
+
+def test_while_slurm_does_not_answer_adopted_pods_are_never_reported_lost(tmp_path: Path) -> None:
+    _fake_slurm(tmp_path / "bin", "a|4|8000|(null)|idle|batch")
+    (tmp_path / "bin" / "squeue").write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error' >&2\nexit 1\n"
+    )
+    provider = _provider(tmp_path, {"bin_dir": str(tmp_path / "bin")})
+    job_dir = tmp_path / "state" / "slurm" / "pods" / "u-1"
+    (job_dir / "status").mkdir(parents=True)
+    (job_dir / "pod.json").write_text(json.dumps(_pod()))
+    (job_dir / "job-id").write_text("12")
+    (job_dir / "status" / "main.started").write_text("2026-01-01T00:00:00.1Z\n")
+
+    async def body() -> None:
+        await provider.start()
+        try:
+            (adopted,) = await provider.list_pods()
+            assert adopted["status"]["phase"] == "Running"
+            with pytest.raises(
+                RuntimeError, match="Slurm does not answer: squeue: slurm_load_jobs"
+            ):
+                await provider.ping()
+        finally:
+            await provider.stop()
+
+    asyncio.run(body())

@@ -182,12 +182,29 @@ class SlurmProvider(Provider):
         self.poll_now.set()
         await waiting.wait()
 
+    def _job_of(self, record: Record) -> jobs.JobInfo | None:
+        """The record's job as of the last poll; None only when Slurm answered without it."""
+        uid = uid_of(record.pod)
+        job = self.jobs.get(uid)
+        if job is not None or record.job_id is None:
+            return job
+        if self.jobs_as_of == 0.0 or self.poll_error is not None:
+            # Slurm cannot be read: what the job directory shows, never "lost" (the node is
+            # NotReady meanwhile, see ping).
+            started = any(
+                (record.job_dir / "status" / f"{c['name']}.started").exists()
+                for c in record.pod["spec"].get("containers") or []
+            )
+            state = "RUNNING" if started else "PENDING"
+            return jobs.JobInfo(record.job_id, uid, state, "Slurm does not answer", 0, 0, 0)
+        if record.submitted >= self.jobs_as_of:
+            # Submitted after the last poll began: Slurm has it, we have not asked yet.
+            return jobs.JobInfo(record.job_id, uid, "PENDING", "submitted", 0, 0, 0)
+        return None
+
     def _with_status(self, record: Record) -> Pod:
         pod: Pod = deep_copy(record.pod)
-        job = self.jobs.get(uid_of(pod))
-        if job is None and record.job_id is not None and record.submitted >= self.jobs_as_of:
-            # Submitted after the last poll began: Slurm has it, we have not asked yet.
-            job = jobs.JobInfo(record.job_id, uid_of(pod), "PENDING", "submitted", 0, 0, 0)
+        job = self._job_of(record)
         pod["status"] = pod_status(
             record.pod, job, record.job_id, record.job_dir, self.context.internal_ip
         )
