@@ -18,6 +18,7 @@ from virtual_kubelet.providers.cri.provider import load_config
 from virtual_kubelet.providers.cri.spec import (
     POD_ANNOTATION,
     container_config,
+    dns_config,
     redacted,
     sandbox_config,
 )
@@ -57,6 +58,7 @@ def test_the_example_config_loads() -> None:
         ({"runtime_endpoint": "unix:///x.sock", "poll_interval_seconds": 0}, "poll_interval"),
         ({"runtime_endpoint": "unix:///x.sock", "capacity": {"cpu": "lots"}}, "not a quantity"),
         ({"runtime_endpoint": "unix:///x.sock", "colour": "blue"}, "colour"),
+        ({"runtime_endpoint": "unix:///x.sock", "cluster_dns": ["dns.local"]}, "not an IP"),
     ],
 )
 def test_bad_configs_are_refused_with_the_key(
@@ -233,3 +235,20 @@ def test_the_phase_follows_the_kubelet() -> None:
     assert pod_status(state, "10.0.0.1")["containerStatuses"][0]["state"] == {
         "terminated": {"exitCode": 0, "reason": "Completed"}
     }
+
+
+def test_dns_follows_the_dns_policy() -> None:
+    extra = {"nameservers": ["9.9.9.9"], "options": [{"name": "edns0"}]}
+    cluster = dns_config(_pod(dnsConfig=extra), ["10.96.0.10"], "cluster.local")
+    assert list(cluster.servers) == ["10.96.0.10", "9.9.9.9"]
+    assert list(cluster.searches) == ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert list(cluster.options) == ["ndots:5", "edns0"]
+    # Without cluster DNS configured ClusterFirst falls back to the host's resolv.conf.
+    assert list(dns_config(_pod(), [], "cluster.local").servers) == []
+    # hostNetwork pods use the cluster's DNS only with ClusterFirstWithHostNet.
+    host = dns_config(_pod(hostNetwork=True), ["10.96.0.10"], "cluster.local")
+    assert list(host.servers) == []
+    with_net = _pod(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
+    assert list(dns_config(with_net, ["10.96.0.10"], "cluster.local").servers) == ["10.96.0.10"]
+    only = dns_config(_pod(dnsPolicy="None", dnsConfig=extra), ["10.96.0.10"], "cluster.local")
+    assert (list(only.servers), list(only.searches)) == (["9.9.9.9"], [])

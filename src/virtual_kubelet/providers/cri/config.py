@@ -4,6 +4,7 @@ container logs go, the restart back-off and the node's capacity. Validated with 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -74,6 +75,9 @@ class CriConfig(BaseModel):
     #: A sandbox image to make sure of at start-up (pulled if missing); the runtime's own setting
     #: decides which image sandboxes use.
     pause_image: str | None = None
+    #: The cluster's DNS servers for dnsPolicy ClusterFirst (the kubelet's --cluster-dns); without
+    #: them such pods get the runtime host's resolv.conf, as the kubelet falls back to.
+    cluster_dns: list[str] = Field(default_factory=list)
     #: The cgroup parent of every sandbox ("" lets the runtime choose).
     cgroup_parent: str = ""
     #: How long one CRI call may take before it counts as failed (pulls have their own).
@@ -97,6 +101,16 @@ class CriConfig(BaseModel):
     @classmethod
     def _runtime(cls, value: str) -> str:
         return _check_endpoint(value)
+
+    @field_validator("cluster_dns")
+    @classmethod
+    def _dns(cls, value: list[str]) -> list[str]:
+        for server in value:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise ValueError(f"{server!r} is not an IP address") from None
+        return value
 
     @field_validator("image_endpoint")
     @classmethod

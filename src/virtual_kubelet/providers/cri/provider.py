@@ -139,6 +139,8 @@ class CriProvider(Provider):
             auth_for=self._registry_auth.for_image,
             volume_dir=self.context.volume_path,
             handlers=self._handlers,
+            cluster_dns=list(self.config.cluster_dns),
+            cluster_domain=self.context.cluster_domain,
         )
 
     def _runner(self, state: PodState) -> PodRunner:

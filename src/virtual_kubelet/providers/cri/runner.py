@@ -45,6 +45,9 @@ class RunnerSettings:
     volume_dir: Callable[[Any, str], Path]
     #: Runs probe handlers (one HTTP client for every pod).
     handlers: Handlers
+    #: The cluster's DNS servers (ClusterFirst) and domain.
+    cluster_dns: list[str]
+    cluster_domain: str
 
 
 def pull_policy(container: dict[str, Any]) -> str:
@@ -94,6 +97,8 @@ class PodRunner:
             node=self.settings.node,
             log_directory=self.log_directory,
             cgroup_parent=self.settings.cgroup_parent,
+            cluster_dns=self.settings.cluster_dns,
+            cluster_domain=self.settings.cluster_domain,
         )
         reply = await self.client.runtime(
             "RunPodSandbox", cri.RunPodSandboxRequest(config=config), timeout=120
@@ -320,6 +325,8 @@ class PodRunner:
                         node=self.settings.node,
                         log_directory=self.log_directory,
                         cgroup_parent=self.settings.cgroup_parent,
+                        cluster_dns=self.settings.cluster_dns,
+                        cluster_domain=self.settings.cluster_domain,
                     ),
                 ),
                 timeout=60,

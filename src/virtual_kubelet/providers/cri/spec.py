@@ -55,8 +55,44 @@ def redacted(pod: Pod) -> Pod:
     return kept
 
 
+def dns_config(pod: Pod, cluster_dns: list[str], cluster_domain: str) -> Any:
+    """The kubelet's DNS for the pod's dnsPolicy: ClusterFirst (the default; for hostNetwork
+    pods only ClusterFirstWithHostNet) uses the cluster's DNS servers and search path when the
+    config names them and falls back to the host's resolv.conf (Default) otherwise; None uses
+    only dnsConfig. dnsConfig's servers, searches and options are added."""
+    spec = pod.get("spec") or {}
+    policy = str(spec.get("dnsPolicy") or "ClusterFirst")
+    cluster = policy == "ClusterFirstWithHostNet" or (
+        policy == "ClusterFirst" and not spec.get("hostNetwork")
+    )
+    servers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    if cluster and cluster_dns:
+        namespace = str(pod["metadata"]["namespace"])
+        servers = list(cluster_dns)
+        searches = [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+        options = ["ndots:5"]
+    extra = spec.get("dnsConfig") or {}
+    servers += [str(s) for s in extra.get("nameservers") or []]
+    searches += [str(s) for s in extra.get("searches") or []]
+    options += [
+        f"{o['name']}:{o['value']}" if o.get("value") else str(o["name"])
+        for o in extra.get("options") or []
+        if isinstance(o, dict) and o.get("name")
+    ]
+    return cri.DNSConfig(servers=servers, searches=searches, options=options)
+
+
 def sandbox_config(
-    pod: Pod, *, node: str, log_directory: Path, cgroup_parent: str, attempt: int = 0
+    pod: Pod,
+    *,
+    node: str,
+    log_directory: Path,
+    cgroup_parent: str,
+    cluster_dns: list[str] | None = None,
+    cluster_domain: str = "cluster.local",
+    attempt: int = 0,
 ) -> Any:
     namespace, name, uid = pod_meta(pod)
     spec = pod.get("spec") or {}
@@ -73,7 +109,6 @@ def sandbox_config(
         for port in container.get("ports") or []
         if port.get("hostPort")
     ]
-    dns = spec.get("dnsConfig") or {}
     sandbox_security = cri.LinuxSandboxSecurityContext(
         namespace_options=cri.NamespaceOption(
             network=cri.NODE if host_network else cri.POD,
@@ -96,14 +131,7 @@ def sandbox_config(
         # A hostNetwork sandbox shares the host's UTS namespace: runc refuses a hostname there.
         hostname=hostname,
         log_directory=str(log_directory),
-        dns_config=cri.DNSConfig(
-            servers=[str(s) for s in dns.get("nameservers") or []],
-            searches=[str(s) for s in dns.get("searches") or []],
-            options=[
-                f"{o['name']}:{o['value']}" if o.get("value") else str(o["name"])
-                for o in dns.get("options") or []
-            ],
-        ),
+        dns_config=dns_config(pod, cluster_dns or [], cluster_domain),
         port_mappings=ports,
         labels={
             POD_UID: uid,
