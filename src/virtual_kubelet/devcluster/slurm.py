@@ -212,30 +212,38 @@ PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
         install_packages()
         if not self.running():
             self.down()
-            self.write_config()
-            key_dir, run_dir = self.home / "munge-key", self.home / "munge-run"
-            munged = self._start(
-                "munged",
-                [
-                    "munged",
-                    "--foreground",
-                    "--force",
-                    f"--key-file={key_dir}/munge.key",
-                    f"--socket={self.munge_socket}",
-                    f"--pid-file={run_dir}/munged.pid",
-                    f"--log-file={self.home}/log/munged.log",
-                    f"--seed-file={key_dir}/seed",
-                ],
-            )
-            self._wait(lambda: self.munge_socket.exists(), munged, "munged", timeout)
-            conf = str(self.config_file)
-            ctld = self._start("slurmctld", ["slurmctld", "-D", "-f", conf])
-            slurmd = self._start("slurmd", ["slurmd", "-D", "-N", "localhost", "-f", conf])
-            self._wait(self._answers, ctld, "slurmctld", timeout)
-            self._wait(self._idle, slurmd, "the node to be idle", timeout)
+            try:
+                self._start_daemons(timeout)
+            except SlurmUnavailable:
+                self.down()  # leave nothing half-started behind
+                raise
         else:
             self._wait(self._idle, None, "the node to be idle", timeout)
         return self
+
+    def _start_daemons(self, timeout: float) -> None:
+        """munged, then slurmctld and slurmd, each waited for."""
+        self.write_config()
+        key_dir, run_dir = self.home / "munge-key", self.home / "munge-run"
+        munged = self._start(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--key-file={key_dir}/munge.key",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={run_dir}/munged.pid",
+                f"--log-file={self.home}/log/munged.log",
+                f"--seed-file={key_dir}/seed",
+            ],
+        )
+        self._wait(lambda: self.munge_socket.exists(), munged, "munged", timeout)
+        conf = str(self.config_file)
+        ctld = self._start("slurmctld", ["slurmctld", "-D", "-f", conf])
+        slurmd = self._start("slurmd", ["slurmd", "-D", "-N", "localhost", "-f", conf])
+        self._wait(self._answers, ctld, "slurmctld", timeout)
+        self._wait(self._idle, slurmd, "the node to be idle", timeout)
 
     def _answers(self) -> bool:
         return self.cli("scontrol", "ping").returncode == 0
