@@ -412,6 +412,8 @@ class SlurmProvider(Provider):
             raise InvalidInput(f"pod {namespace}/{pod} is not running in Slurm")
         if not command:
             raise InvalidInput("no command")
+        if io.tty:
+            raise InvalidInput("the slurm provider runs exec without a terminal: drop -t")
         env_file = record.job_dir / "env" / f"{container}.env"
         # The command runs as a step beside the job's, with the container's env and directory.
         argv = [
