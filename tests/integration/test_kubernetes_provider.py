@@ -22,6 +22,7 @@ from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
 from virtual_kubelet.sdk import parse_quantity
 from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, ProviderConformance
+from virtual_kubelet.testing.node import ConformanceNode
 
 from .cci_proxy import CciProxy
 from .conftest import TOLERATION, create, events_for
@@ -450,15 +451,38 @@ class TestKubernetesConformance(ProviderConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def conformance_profile(cls, offload: Offload) -> ConformanceProfile:
+        # This node offers what a ResourceQuota in the target leaves (capacity_quota).
+        offload.target.kubectl("create", "namespace", "kit-quota", check=False)
+        quota = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "offload"},
+            "spec": {"hard": {"pods": "40", "requests.cpu": "6", "requests.memory": "12Gi"}},
+        }
+        create(offload.target, "kit-quota", quota)
         return ConformanceProfile(
             provider="kubernetes",
             config={
                 **offload.config,
+                "target": {"kubeconfig": str(offload.target.kubeconfig)},
                 "cluster_id": "kit",
                 "pods": {"tolerations": [TOLERATION], "service_account": "target"},
+                "capacity_quota": {"namespace": "kit-quota", "name": "offload"},
             },
             workloads=ProcessWorkloads(),
         )
+
+    def test_the_node_offers_what_the_target_quota_leaves(
+        self, conformance_node: ConformanceNode
+    ) -> None:
+        def offered() -> dict[str, str] | None:
+            node = conformance_node.cluster.get_json("node", conformance_node.name)
+            allocatable: dict[str, str] = node["status"]["allocatable"]
+            return allocatable if allocatable.get("pods") == "40" else None
+
+        allocatable = wait_until(offered, 30, "the quota's capacity on the node")
+        assert allocatable["cpu"] == "6"
+        assert parse_quantity(allocatable["memory"]) == 12 * 1024**3
 
 
 CCI_CREDENTIALS = {"domain": "acme", "user": "offloader", "password": "pa55-w0rd-not-logged"}

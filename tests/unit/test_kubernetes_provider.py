@@ -342,3 +342,14 @@ def test_a_broken_kubeconfig_from_a_secret_is_reported_without_its_contents() ->
     with pytest.raises(ConfigError, match="no current-context") as empty:
         _parse_kubeconfig(b"clusters: []\n", None)
     assert "/vk-target-" not in str(empty.value)
+
+
+def test_capacity_is_fixed_or_from_a_quota_not_both(tmp_path: Path) -> None:
+    doc = {
+        "target": {"kubeconfig": "k"},
+        "cluster_id": "a",
+        "capacity": {"cpu": "1", "memory": "1Gi"},
+        "capacity_quota": {"namespace": "n", "name": "q"},
+    }
+    with pytest.raises(ProviderConfigError, match="not both"):
+        load_config(_config(tmp_path, doc))

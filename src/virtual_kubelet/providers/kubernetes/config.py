@@ -20,6 +20,7 @@ __all__ = [
     "ClusterConfig",
     "KubernetesConfig",
     "NamespaceConfig",
+    "ObjectRef",
     "PodRewriteConfig",
     "SecretRef",
     "load_config",
@@ -36,6 +37,15 @@ class SecretRef(BaseModel):
     namespace: str
     name: str
     key: str = "kubeconfig"
+
+
+class ObjectRef(BaseModel):
+    """A namespaced object in the target cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str
+    name: str
 
 
 class ClusterConfig(BaseModel):
@@ -201,6 +211,8 @@ class KubernetesConfig(BaseModel):
     namespaces: NamespaceConfig = Field(default_factory=NamespaceConfig)
     pods: PodRewriteConfig = Field(default_factory=PodRewriteConfig)
     capacity: CapacityConfig | None = None
+    #: Instead: what this ResourceQuota of the target leaves (hard minus used).
+    capacity_quota: ObjectRef | None = None
     #: Copy the Services of the source namespaces with offloaded pods into the target
     #: namespaces (same name, selector and ports), so pods find their peers there by name.
     reflect_services: bool = False
@@ -225,6 +237,8 @@ class KubernetesConfig(BaseModel):
                 raise ValueError("mode huawei-cci needs capacity (CCI has no nodes to sum)")
         elif self.target.kubeconfig is None and self.target.kubeconfig_secret is None:
             raise ValueError("target.kubeconfig (a file) or target.kubeconfig_secret is required")
+        if self.capacity is not None and self.capacity_quota is not None:
+            raise ValueError("give capacity or capacity_quota, not both")
         if self.source.kubeconfig_secret is not None:
             raise ValueError("source.kubeconfig_secret: only the target may come from a Secret")
         return self

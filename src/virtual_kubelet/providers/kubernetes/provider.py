@@ -47,7 +47,7 @@ from ...sdk.kube_api import (
     load_client_config,
     path,
 )
-from .capacity import target_capacity
+from .capacity import quota_capacity, target_capacity
 from .cci import CciAuthError, CciClient, IamTokens, cci_client_config, round_resources
 from .cci import ensure_namespace as cci_namespace
 from .config import KubernetesConfig, SecretRef, load_config
@@ -480,10 +480,16 @@ class KubernetesProvider(Provider):
     async def _read_capacity(self) -> None:
         if self.config.capacity is not None:
             return
+        quota = self.config.capacity_quota
         try:
-            self._capacity = await target_capacity(
-                self.target, self.owner, exclude_node=self.context.node_name
-            )
+            if quota is not None:
+                self._capacity = await quota_capacity(
+                    self.target, self.owner, quota.namespace, quota.name
+                )
+            else:
+                self._capacity = await target_capacity(
+                    self.target, self.owner, exclude_node=self.context.node_name
+                )
         except ApiError as exc:
             log.warning("cannot read the target cluster's capacity: %s", exc)
 
