@@ -326,3 +326,56 @@ def test_a_burst_of_200_pods_is_tracked_with_a_bounded_number_of_slurm_calls(
     assert by_name["squeue"] <= elapsed / 2 + 20
     assert by_name.get("scontrol", 0) == 0
     assert succeeded > 0
+
+
+def test_through_ssh_to_a_login_node_pods_run_log_and_exec(
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    slurm: SlurmCluster,
+    tmp_path: Path,
+) -> None:
+    # A stand-in for the system ssh (nothing may leave this machine): it records how it was
+    # called and runs the remote command line with sh, as sshd would on the login node.
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text(
+        '#!/bin/sh\necho "$*" >> "$0.calls"\nfor last; do :; done\nexec sh -c "$last"\n'
+    )
+    fake_ssh.chmod(0o755)
+    settings = {"ssh_host": "me@login1", "ssh_command": str(fake_ssh)}
+    agent = _agent(start_agent, slurm, settings=settings)
+    create(
+        devcluster, kube_namespace, _pod("remote", agent.node_name, "echo from-login; sleep 300")
+    )
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "remote").get("phase") == "Running",
+        60,
+        "the pod to run",
+    )
+    wait_until(
+        lambda: devcluster.kubectl("logs", "-n", kube_namespace, "remote").stdout == "from-login\n",
+        15,
+        "the pod's log",
+    )
+    done = devcluster.kubectl(
+        "exec",
+        "-i",
+        "-n",
+        kube_namespace,
+        "remote",
+        "--",
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 5",
+        input="it\n",
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (5, "got it\n")
+    calls = Path(f"{fake_ssh}.calls").read_text().splitlines()
+    assert all(line.startswith("-o BatchMode=yes me@login1 -- ") for line in calls)
+    assert {line.split(" -- env SLURM_CONF=")[1].split()[1] for line in calls} >= {
+        "sbatch",
+        "squeue",
+        "sinfo",
+        "srun",
+    }

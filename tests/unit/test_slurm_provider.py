@@ -244,3 +244,20 @@ def test_while_slurm_does_not_answer_adopted_pods_are_never_reported_lost(tmp_pa
             await provider.stop()
 
     asyncio.run(body())
+
+
+def test_through_ssh_each_command_is_one_quoted_remote_command_line() -> None:
+    from virtual_kubelet.providers.slurm.cli import SlurmCli
+
+    config = SlurmConfig(ssh_host="me@login1", slurm_conf=Path("/etc/slurm/slurm.conf"))
+    argv = SlurmCli(config).argv("sbatch", "--comment=vk:n:u", "/shared/a b/job.sh")
+    assert argv == [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "me@login1",
+        "--",
+        "env SLURM_CONF=/etc/slurm/slurm.conf sbatch --comment=vk:n:u '/shared/a b/job.sh'",
+    ]
+    with pytest.raises(ValueError, match="is not a"):
+        SlurmConfig(ssh_host="-oProxyCommand=x")

@@ -1,10 +1,12 @@
 """The Slurm command line, run as asyncio subprocesses (never blocking the event loop), at most
-`max_concurrent_calls` at once, each with a timeout. Errors carry Slurm's own words."""
+`max_concurrent_calls` at once, each with a timeout, here or on a login node through the system
+ssh. Errors carry Slurm's own words."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 
 from .config import SlurmConfig
 
@@ -27,13 +29,24 @@ class SlurmCli:
             self.env["SLURM_CONF"] = str(config.slurm_conf)
         self._slots = asyncio.Semaphore(config.max_concurrent_calls)
 
+    def argv(self, name: str, *args: str) -> list[str]:
+        """The command line of `name args...`: here, or on the login node through ssh (one
+        quoted remote command line, SLURM_CONF passed in it)."""
+        config = self.config
+        if config.ssh_host is None:
+            return [config.command(name), *args]
+        remote = [config.command(name), *args]
+        if config.slurm_conf is not None:
+            remote = ["env", f"SLURM_CONF={config.slurm_conf}", *remote]
+        line = " ".join(shlex.quote(part) for part in remote)
+        return [config.ssh_command, *config.ssh_options, config.ssh_host, "--", line]
+
     async def run(self, name: str, *args: str, stdin: bytes | None = None) -> str:
         """stdout of `name args...`; SlurmCallFailed if it exits non-zero or times out."""
         async with self._slots:
             try:
                 process = await asyncio.create_subprocess_exec(
-                    self.config.command(name),
-                    *args,
+                    *self.argv(name, *args),
                     stdin=asyncio.subprocess.PIPE
                     if stdin is not None
                     else asyncio.subprocess.DEVNULL,

@@ -40,6 +40,21 @@ class SlurmConfig(BaseModel):
     call_timeout_seconds: float = Field(30.0, gt=0)
     #: Pods the node advertises.
     max_pods: int = Field(1000, gt=0)
+    #: Run every Slurm command on this login node (`user@host`) through the system ssh, without
+    #: a terminal. `work_root` must then be a directory the agent, the login node and the
+    #: compute nodes share at the same path.
+    ssh_host: str | None = None
+    ssh_command: str = "ssh"
+    ssh_options: list[str] = Field(default_factory=lambda: ["-o", "BatchMode=yes"])
+
+    @field_validator("ssh_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or value.startswith("-") or any(c.isspace() for c in value)
+        ):
+            raise ValueError(f"{value!r} is not a [user@]host")
+        return value
 
     @field_validator("slurm_conf", "bin_dir", "work_root")
     @classmethod

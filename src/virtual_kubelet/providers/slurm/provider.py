@@ -433,8 +433,7 @@ class SlurmProvider(Provider):
             *command,
         ]
         process = await asyncio.create_subprocess_exec(
-            self.config.command("srun"),
-            *argv,
+            *self.cli.argv("srun", *argv),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
