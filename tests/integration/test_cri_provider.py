@@ -491,7 +491,8 @@ def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_cod
     # on stdout): wait for it.
     script = (
         'until s=$(stty size 2>/dev/null) && [ -n "$s" ]; do sleep 0.1; done; echo $s; '
-        "read x; stty size; exit 5"
+        # then the size after the resize, once it has arrived; then a line of input.
+        'while [ "$(stty size)" = "$s" ]; do sleep 0.1; done; stty size; read x; exit 5'
     )
     command = (
         f"KUBECONFIG={devcluster.kubeconfig} {kubectl_path()} exec -it -n {kube_namespace} "
@@ -517,8 +518,8 @@ def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_cod
         subprocess.run(
             ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
         )
-        subprocess.run(["tmux", "send-keys", "-t", session, "go", "Enter"], check=True)
         wait_until(lambda: "40 120" in screen(), 30, "the resize to arrive")
+        subprocess.run(["tmux", "send-keys", "-t", session, "go", "Enter"], check=True)
         wait_until(lambda: "rc=5" in screen(), 30, "the exit code")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
