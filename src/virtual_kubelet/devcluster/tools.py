@@ -1,4 +1,4 @@
-"""Go command-line tools the deployment tests need (helm), built from their Go modules and cached.
+"""Go command-line tools the deployment tests need (helm, promtool), built from their Go modules and cached.
 
 Like the control plane, each tool is compiled once from its published module through a wrapper
 module (`build.ensure_tool`) into `~/.cache/virtual-kubelet/tools/<name>-<version>`; nothing is
@@ -26,6 +26,18 @@ HELM = GoTool(
 )
 
 
+#: promtool (Prometheus' rule checker), pinned: Prometheus v3.16.0 is Go module v0.316.0.
+PROMTOOL_VERSION = "v0.316.0"
+PROMTOOL = GoTool(
+    name="promtool",
+    module="github.com/prometheus/prometheus",
+    version=PROMTOOL_VERSION,
+    package="github.com/prometheus/prometheus/cmd/promtool",
+    binary="promtool",
+    ldflags="-s -w -X github.com/prometheus/common/version.Version=3.16.0",
+)
+
+
 def _silent(_: str) -> None:
     pass
 
@@ -38,8 +50,16 @@ def ensure_helm(progress: Progress = _silent) -> Path:
     return ensure_tool(HELM, progress=progress)
 
 
+def ensure_promtool(progress: Progress = _silent) -> Path:
+    """The path of promtool: `$VK_PROMTOOL` if set, else built once and cached."""
+    explicit = os.environ.get("VK_PROMTOOL")
+    if explicit:
+        return Path(explicit)
+    return ensure_tool(PROMTOOL, progress=progress)
+
+
 def main(argv: list[str]) -> int:
-    tools = {"helm": ensure_helm}
+    tools = {"helm": ensure_helm, "promtool": ensure_promtool}
     if len(argv) != 1 or argv[0] not in tools:
         print(f"usage: python -m virtual_kubelet.devcluster.tools {{{','.join(tools)}}}")
         return 2
