@@ -53,13 +53,17 @@ def test_help_documents_flags_and_environment() -> None:
         assert flag in text, flag
     assert _run("version").stdout.startswith("virtual-kubelet ")
     listing = _run("providers").stdout
-    assert listing.startswith("mock ")
+    names = [line.split()[0] for line in listing.splitlines()]
+    assert names == sorted(names)
+    assert {"mock", "process", "web", "cri", "kubernetes", "slurm"} <= set(names)
 
 
 def test_unknown_provider(devcluster: DevCluster) -> None:
     result = _run("--kubeconfig", str(devcluster.kubeconfig), "--provider", "nope")
     assert result.returncode == 2
-    assert "provider 'nope' not found (available: mock" in result.stderr
+    assert "provider 'nope' not found (available: cri, kubernetes, mock, process, slurm, web" in (
+        result.stderr
+    )
 
 
 def test_unreadable_kubeconfig(tmp_path: Path) -> None:
