@@ -316,3 +316,9 @@ def test_the_openapi_file_describes_what_the_code_speaks() -> None:
         extended=True,
     )
     assert set(sent) | {"sinceSeconds"} == {p["name"] for p in logs}
+
+
+def test_an_empty_chunk_between_cr_and_lf_does_not_split_the_line_ending() -> None:
+    """Found by hypothesis: `...\\r`, then an empty chunk, then `\\n...` is one CRLF."""
+    chunks = [b"event: synced\r", b"", b"\ndata: \r\n\r\n"]
+    assert decode_all(*chunks) == [ServerEvent("synced", "")]

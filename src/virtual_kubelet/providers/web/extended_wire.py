@@ -165,9 +165,10 @@ class EventStreamDecoder:
         events: list[ServerEvent] = []
         buffer = self._buffer + chunk
         start = 0
-        if self._skip_lf and buffer[:1] == b"\n":
-            start = 1
-        self._skip_lf = False
+        if self._skip_lf and buffer:  # an empty chunk must not forget a CR that ended the last
+            if buffer[:1] == b"\n":
+                start = 1
+            self._skip_lf = False
         while True:
             cr, lf = buffer.find(b"\r", start), buffer.find(b"\n", start)
             ends = [i for i in (cr, lf) if i >= 0]
