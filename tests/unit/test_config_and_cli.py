@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from virtual_kubelet.agent import AgentSettings
@@ -148,3 +149,16 @@ def test_quantities() -> None:
     assert format_quantity(parse_quantity("0.5")) == "500m"
     with pytest.raises(QuantityError):
         parse_quantity("12 cores")
+
+
+def test_the_mock_example_config_loads_and_names_every_setting() -> None:
+    from virtual_kubelet.providers.mock import MockConfig
+
+    example = Path(__file__).resolve().parents[2] / "examples/mock/mock-provider.yaml"
+    config = load_config(example, "vk-1")
+    assert config.persist is True
+    documented = yaml.safe_load(example.read_text())
+    fields = {f.alias or name for name, f in MockConfig.model_fields.items()}
+    assert set(documented) <= fields
+    docs = (Path(__file__).resolve().parents[2] / "docs/providers/mock.md").read_text()
+    assert all(f"`{name}`" in docs for name in fields), fields
