@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from virtual_kubelet.devcluster import DevCluster, wait_until
-from virtual_kubelet.devcluster.cluster import kubectl_path
+from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.kube.timefmt import parse
 
 from .conftest import AgentFactory

@@ -4,8 +4,10 @@ with DevCluster(tmpdir) as cluster:
     cluster.kubectl("get", "--raw", "/readyz")
 """
 
+from .access import kubectl_path
 from .build import Binaries, ensure_binaries
-from .cluster import COMPONENTS, DevCluster, DevClusterConfig, kubectl_path
+from .cluster import DevCluster, DevClusterConfig
+from .components import COMPONENTS
 from .errors import AlreadyRunningError, BuildError, DevClusterError, StartError
 from .versions import VersionError, Versions
 from .waiting import WaitTimeout, wait_until

