@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from ...sdk import ContainerIO, OutputStream, ProviderError, TermSize
+from ...sdk.channel_client import exit_code
 from ...sdk.spdy import DataReceived, ProtocolError, SpdySession
-from .streaming import exit_code
 
 __all__ = ["run_spdy"]
 
@@ -126,4 +126,4 @@ async def run_spdy(url: str, io: ContainerIO, *, attach: bool) -> int | None:
             await writer.wait_closed()
     if not status:
         return None if attach else 0
-    return exit_code(orjson.loads(status))
+    return exit_code(orjson.loads(status), "the command failed in the runtime")

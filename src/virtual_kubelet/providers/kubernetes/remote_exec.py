@@ -10,13 +10,13 @@ v4 port-forward protocol has no half-close: when our client stops sending, the W
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import aiohttp
 import orjson
 
 from ...sdk import ContainerIO, DuplexStream, InvalidInput, NotFound, ProviderError, TermSize
+from ...sdk.channel_client import carry_port_forward, exit_code
 from ...sdk.kube_api import path
 from .streams import TargetStreams
 
@@ -24,19 +24,6 @@ __all__ = ["RemoteExec"]
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 _EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-
-
-def exit_code(status: dict[str, Any]) -> int:
-    """The command's exit code from the error channel's Status; raises for other failures."""
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return int(cause.get("message", "1"))
-    message = str(status.get("message") or "the command failed in the target cluster")
-    if status.get("reason") == "NotFound":
-        raise NotFound(message)
-    raise ProviderError(message)
 
 
 class RemoteExec:
@@ -115,42 +102,12 @@ class RemoteExec:
             await ws.close()
         if status is None:
             return None if command is None else 0
-        return exit_code(status)
+        return exit_code(status, "the command failed in the target cluster")
 
     async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
         url = path("v1", "pods", namespace, pod, "portforward")
         ws = await self._connect(url, [("ports", str(port))], ("v4.channel.k8s.io",))
-        seen_port: set[int] = set()
-        errors: list[bytes] = []
-
-        async def upstream() -> None:
-            while data := await stream.read():
-                await ws.send_bytes(bytes([0]) + data)
-            await ws.close()
-
-        sender = asyncio.create_task(upstream())
-        try:
-            async for message in ws:
-                if message.type != aiohttp.WSMsgType.BINARY or not message.data:
-                    continue
-                channel, data = message.data[0], message.data[1:]
-                if channel not in seen_port:
-                    seen_port.add(channel)  # the first frame of each channel names the port
-                    data = data[2:]
-                if not data:
-                    continue
-                if channel == 0:
-                    await stream.write(data)
-                else:
-                    errors.append(data)
-        finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            await ws.close()
-            with contextlib.suppress(Exception):
-                await stream.close()
-        if errors:
-            raise ProviderError(b"".join(errors).decode(errors="replace").strip())
+        await carry_port_forward(ws, stream, close_after_upload=True)
 
 
 async def _pump_stdin(ws: aiohttp.ClientWebSocketResponse, io: ContainerIO, v5: bool) -> None:
