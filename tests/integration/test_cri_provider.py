@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from virtual_kubelet.devcluster.registry import LocalRegistry
 
 from .conftest import TOLERATION, AgentFactory, condition, create, pod
 from .cri_backend import containerd, containers, sandboxes
+from .terminal import terminal
 
 __all__ = ["containerd"]  # the fixture, imported for pytest
 
@@ -484,9 +484,6 @@ def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_cod
     ).stdout.split()[0]
     assert digest == hashlib.md5(upload.read_bytes()).hexdigest()
 
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    session = f"vk-{secrets.token_hex(3)}"
     # The first size may arrive just after the shell starts (busybox stty then prints nothing
     # on stdout): wait for it.
     script = (
@@ -498,31 +495,19 @@ def test_exec_stdin_ends_cp_into_the_pod_and_a_terminal_with_resize_and_exit_cod
         f"KUBECONFIG={devcluster.kubeconfig} {kubectl_path()} exec -it -n {kube_namespace} "
         f"shell -- sh -c '{script}'; echo rc=$?; sleep 60"
     )
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True
-    )
-    try:
-
-        def screen() -> str:
-            return subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
+    with terminal(command) as tty:
 
         def sized(text: str) -> bool:
-            shown = screen()
+            shown = tty.screen()
             if text not in shown:
                 raise AssertionError(shown)  # what the terminal showed, if it never comes
             return True
 
         wait_until(lambda: sized("24 80"), 30, "the terminal size to arrive")
-        subprocess.run(
-            ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
-        )
-        wait_until(lambda: "40 120" in screen(), 30, "the resize to arrive")
-        subprocess.run(["tmux", "send-keys", "-t", session, "go", "Enter"], check=True)
-        wait_until(lambda: "rc=5" in screen(), 30, "the exit code")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        tty.resize(120, 40)
+        wait_until(lambda: "40 120" in tty.screen(), 30, "the resize to arrive")
+        tty.type("go")
+        wait_until(lambda: "rc=5" in tty.screen(), 30, "the exit code")
 
 
 def test_readiness_and_liveness_probes(

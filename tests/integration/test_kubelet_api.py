@@ -8,7 +8,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -25,6 +24,7 @@ from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 
 from .conftest import create, pod, pod_manifest
+from .terminal import terminal
 
 
 @dataclass
@@ -172,28 +172,12 @@ def test_exec_stdin_reaches_the_command_with_eof(api_node: ApiNode) -> None:
 
 
 def test_exec_with_tty_and_resize(api_node: ApiNode, tmp_path: Path) -> None:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    session = f"vk-{secrets.token_hex(3)}"
     env = f"KUBECONFIG={api_node.cluster.kubeconfig}"
     command = f"{env} {kubectl_path()} exec -it web -n {api_node.namespace} -- watch-size; sleep 30"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True
-    )
-    try:
-
-        def screen() -> str:
-            return subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-
-        wait_until(lambda: "size 80x24" in screen(), 30, "the terminal size to arrive")
-        subprocess.run(
-            ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
-        )
-        wait_until(lambda: "size 120x40" in screen(), 30, "the resize to arrive")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    with terminal(command) as tty:
+        wait_until(lambda: "size 80x24" in tty.screen(), 30, "the terminal size to arrive")
+        tty.resize(120, 40)
+        wait_until(lambda: "size 120x40" in tty.screen(), 30, "the resize to arrive")
 
 
 def test_attach_echoes_input_to_the_console(api_node: ApiNode) -> None:

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +25,7 @@ from virtual_kubelet.testing.node import ConformanceNode
 
 from .cci_proxy import CciProxy
 from .conftest import TOLERATION, create, events_for
+from .terminal import terminal
 
 OWNER = "offload.virtual-kubelet.io/owner"
 
@@ -650,8 +650,6 @@ def test_huawei_cci_mode_refuses_wrong_credentials_clearly(
 def test_exec_with_a_terminal_and_resize_reaches_the_remote_pod(
     offload: Offload, kube_namespace: str
 ) -> None:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
     source, ns = offload.source, kube_namespace
     manifest = {
         "apiVersion": "v1",
@@ -670,27 +668,13 @@ def test_exec_with_a_terminal_and_resize_reaches_the_remote_pod(
         60,
         "the shell pod to run",
     )
-    session = f"vkk-{secrets.token_hex(3)}"
     script = "stty size; trap 'stty size' WINCH; while true; do sleep 0.2; done"
     command = (
         f"KUBECONFIG={source.kubeconfig} {kubectl_path()} exec -it shell "
         f'-n {ns} -- sh -c "{script}"; sleep 30'
     )
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True
-    )
-    try:
-
-        def screen() -> str:
-            return subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-
-        wait_until(lambda: "24 80" in screen(), 30, "the terminal size in the remote pod")
-        subprocess.run(
-            ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
-        )
-        wait_until(lambda: "40 120" in screen(), 30, "the resize to reach the remote pod")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    with terminal(command) as tty:
+        wait_until(lambda: "24 80" in tty.screen(), 30, "the terminal size in the remote pod")
+        tty.resize(120, 40)
+        wait_until(lambda: "40 120" in tty.screen(), 30, "the resize to reach the remote pod")
     source.kubectl("delete", "pod", "shell", "-n", ns, "--wait=false")

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from virtual_kubelet.devcluster import DevCluster, kubectl_path, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 
 from .conftest import AgentFactory, create, pod, pod_manifest
+from .terminal import terminal
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "web-bridge"
 
@@ -139,6 +139,13 @@ class BridgeNode:
 
     def phase(self, name: str) -> str | None:
         return (pod(self.cluster, self.namespace, name) or {}).get("status", {}).get("phase")
+
+    def shell(self) -> str:
+        """The long-running pod the exec tests share, created by whichever test needs it first."""
+        if pod(self.cluster, self.namespace, "shell") is None:
+            self.run_pod("shell", ["sleep", "3600"], annotations={})
+        wait_until(lambda: self.phase("shell") == "Running", 60, "the shell pod to run")
+        return "shell"
 
 
 @pytest.fixture(scope="module")
@@ -324,8 +331,7 @@ def test_logs_follow_tail_timestamps_and_previous(bridge: BridgeNode) -> None:
 
 
 def test_exec_stdin_stderr_and_exit_code(bridge: BridgeNode) -> None:
-    bridge.run_pod("shell", ["sleep", "3600"], annotations={})
-    wait_until(lambda: bridge.phase("shell") == "Running", 60, "the pod to run")
+    bridge.shell()
     result = bridge.kubectl(
         "exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3", check=False
     )
@@ -340,32 +346,16 @@ def test_exec_stdin_stderr_and_exit_code(bridge: BridgeNode) -> None:
 
 
 def test_exec_with_tty_and_resize(bridge: BridgeNode) -> None:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    wait_until(lambda: bridge.phase("shell") == "Running", 60, "the shell pod (exec test)")
-    session = f"vkx-{secrets.token_hex(3)}"
+    bridge.shell()
     script = "stty size; trap 'stty size' WINCH; while true; do sleep 0.2; done"
     command = (
         f"KUBECONFIG={bridge.cluster.kubeconfig} {kubectl_path()} exec -it shell "
         f'-n {bridge.namespace} -- sh -c "{script}"; sleep 30'
     )
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True
-    )
-    try:
-
-        def screen() -> str:
-            return subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-
-        wait_until(lambda: "24 80" in screen(), 30, "the terminal size in the pod")
-        subprocess.run(
-            ["tmux", "resize-window", "-t", session, "-x", "120", "-y", "40"], check=True
-        )
-        wait_until(lambda: "40 120" in screen(), 30, "the resize to reach the pod's terminal")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    with terminal(command) as tty:
+        wait_until(lambda: "24 80" in tty.screen(), 30, "the terminal size in the pod")
+        tty.resize(120, 40)
+        wait_until(lambda: "40 120" in tty.screen(), 30, "the resize to reach the pod's terminal")
 
 
 def test_attach_reaches_the_main_process(bridge: BridgeNode) -> None:
@@ -457,7 +447,7 @@ def _read_exactly(conn: socket.socket, size: int, into: bytearray) -> None:
 
 
 def test_stats_summary_through_the_node_proxy(bridge: BridgeNode) -> None:
-    wait_until(lambda: bridge.phase("shell") == "Running", 60, "the shell pod (exec test)")
+    bridge.shell()
     node = bridge.agent.node_name
     summary = json.loads(
         bridge.cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary").stdout
