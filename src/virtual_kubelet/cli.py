@@ -21,7 +21,7 @@ from .kubelet_api.service import KubeletApiSettings
 from .logs import setup as setup_logging
 from .node import leader
 from .pods.settings import PodSettings
-from .providers import registry
+from .providers import catalog, registry
 from .sdk import ProviderConfigError
 
 log = logging.getLogger("virtual_kubelet")
@@ -524,13 +524,29 @@ def version() -> None:
 @main.command()
 @click.argument("name", required=False)
 def providers(name: str | None) -> None:
-    """List the providers that can be used (built-in and installed), or show one."""
+    """List the providers that can be used (built-in and installed), then every provider of the
+    original virtual-kubelet with its state here (built, planned, retired, not built); or show one.
+    """
     names = registry.available()
+    upstream = {row.name: row for row in catalog.UPSTREAM}
     if name is not None:
-        if name not in names:
+        if name in names:
+            click.echo(f"{name:<12} {registry.describe(name)}  [{names[name]}]")
+        if name in upstream:
+            _echo_upstream(upstream[name])
+        if name not in names and name not in upstream:
             raise click.ClickException(
                 f"provider {name!r} not found (available: {', '.join(sorted(names))})"
             )
-        names = {name: names[name]}
+        return
     for provider_name, target in sorted(names.items()):
         click.echo(f"{provider_name:<12} {registry.describe(provider_name)}  [{target}]")
+    click.echo("")
+    click.echo("Providers of the original virtual-kubelet, and their state here:")
+    for row in catalog.UPSTREAM:
+        _echo_upstream(row)
+
+
+def _echo_upstream(row: catalog.UpstreamRow) -> None:
+    here = f" -> {row.here}" if row.here else ""
+    click.echo(f"  {row.name:<17} {row.state:<10} {row.title}{here}: {row.note}")

@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..sdk import Provider, ProviderContext
+from . import catalog
 
 ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 
@@ -55,6 +56,12 @@ def load(name: str) -> Callable[[ProviderContext], Provider]:
     """The class or factory registered as `name`."""
     targets = available()
     if name not in targets:
+        row = catalog.retired(name)
+        if row is not None:
+            raise UnknownProvider(
+                f"provider {name!r} ({row.title}) is retired and not built: {row.note}"
+                " (see docs/providers.md)"
+            )
         names = ", ".join(sorted(targets)) or "none"
         raise UnknownProvider(f"provider {name!r} not found (available: {names})")
     try:
