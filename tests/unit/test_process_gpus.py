@@ -1,12 +1,18 @@
 """GPUs in the process provider: exclusive devices from a configured list, a clear wait when too
 few are free, freed when a container ends, kept across an agent restart; `nvidia.com/gpu` on the
-node. The real NVML path runs only where `nvidia-smi` works (test marked `gpu`)."""
+node; the holders' `accelerators` in /stats/summary. The real NVML path runs only where
+`nvidia-smi` works (test marked `gpu`; no control plane, no network):
+
+    python -m pytest tests/unit/test_process_gpus.py -m gpu
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +128,63 @@ def test_a_restarted_agent_keeps_the_devices_of_the_containers_it_adopts(tmp_pat
         kill_everything(tmp_path / "state")
 
 
+def _accelerators(summary: dict[str, Any], pod: Pod) -> dict[str, Any]:
+    """container name -> its `accelerators` (None without) in a stats summary, for one pod."""
+    uid = pod["metadata"]["uid"]
+    entry = next(p for p in summary["pods"] if p["podRef"]["uid"] == uid)
+    return {c["name"]: c.get("accelerators") for c in entry["containers"]}
+
+
+#: Configured devices NVML cannot know (UUIDs of no real GPU), so the test means the same on a
+#: machine with GPUs: what a configured list reports without NVML.
+CONFIGURED = [
+    "GPU-00000000-0000-0000-0000-00000000000a",
+    "GPU-00000000-0000-0000-0000-00000000000b",
+]
+
+
+def test_the_stats_summary_names_the_configured_devices_a_container_holds(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        holder = make_pod(
+            "holder",
+            [
+                sh("exec sleep 60", resources={"limits": {"nvidia.com/gpu": "2"}}),
+                sh("exec sleep 60", name="side"),
+            ],
+            restart="Never",
+        )
+        await h.provider.create_pod(holder)
+        await h.running("holder")
+        await h.running("holder", "side")
+        held = _accelerators(await h.provider.get_stats_summary(), holder)
+        # Make, id and the configured model; no memory or duty cycle, which nothing measured.
+        assert held == {
+            "main": [
+                {"make": "nvidia", "id": CONFIGURED[0], "model": "Test GPU 80GB"},
+                {"make": "nvidia", "id": CONFIGURED[1], "model": "Test GPU 80GB"},
+            ],
+            "side": None,
+        }
+
+        # Once the holder is gone, nobody reports the devices.
+        gone = dict(holder)
+        gone["metadata"] = {**gone["metadata"], "deletionGracePeriodSeconds": 0}
+        await h.provider.delete_pod(gone)
+        later = _gpu_pod("later", "exec sleep 60")
+        await h.provider.create_pod(later)
+        await h.running("later")
+        summary = await h.provider.get_stats_summary()
+        assert holder["metadata"]["uid"] not in {p["podRef"]["uid"] for p in summary["pods"]}
+        assert _accelerators(summary, later) == {
+            "main": [{"make": "nvidia", "id": CONFIGURED[0], "model": "Test GPU 80GB"}]
+        }
+
+    run_test(tmp_path, body, {"gpus": CONFIGURED, "gpu_model": "Test GPU 80GB"})
+
+
+# --- the real NVML path (a machine where nvidia-smi works) ---------------------------------------
+
+
 def _nvidia_smi_works() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
@@ -131,25 +194,149 @@ def _nvidia_smi_works() -> bool:
         return False
 
 
+#: Run inside a container: the UUIDs of the devices CUDA shows it, through the driver API
+#: (libcuda, which honours CUDA_VISIBLE_DEVICES; nvidia-smi and NVML list every device whatever
+#: the variables say). No CUDA toolkit or Python package needed.
+CUDA_PROBE = """
+import ctypes, ctypes.util, sys
+try:
+    cuda = ctypes.CDLL("libcuda.so.1")
+except OSError:
+    cuda = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so")
+def check(rc, what):
+    if rc != 0:
+        print(f"probe-failed {what} {rc}", flush=True)
+        sys.exit(1)
+check(cuda.cuInit(0), "cuInit")
+count = ctypes.c_int()
+check(cuda.cuDeviceGetCount(ctypes.byref(count)), "cuDeviceGetCount")
+get_uuid = getattr(cuda, "cuDeviceGetUuid_v2", None) or cuda.cuDeviceGetUuid
+for index in range(count.value):
+    device = ctypes.c_int()
+    check(cuda.cuDeviceGet(ctypes.byref(device), index), "cuDeviceGet")
+    raw = (ctypes.c_ubyte * 16)()
+    check(get_uuid(raw, device), "cuDeviceGetUuid")
+    h = bytes(raw).hex()
+    print(f"uuid={h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", flush=True)
+print("probe-done", flush=True)
+"""
+
+
+def _nvml_devices() -> list[tuple[str, str, set[str]]]:
+    """(UUID, name, UUIDs of its MIG instances) of each GPU, by NVML index, in the test's own
+    process (independent of the provider's reader)."""
+    import pynvml  # type: ignore[import-not-found]
+
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    pynvml.nvmlInit()
+    try:
+        found = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            migs: set[str] = set()
+            try:
+                if pynvml.nvmlDeviceGetMigMode(handle)[0]:
+                    for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+                        try:
+                            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                        except pynvml.NVMLError:
+                            continue
+                        migs.add(text(pynvml.nvmlDeviceGetUUID(mig)))
+            except pynvml.NVMLError:
+                pass  # no MIG on this GPU
+            found.append(
+                (
+                    text(pynvml.nvmlDeviceGetUUID(handle)),
+                    text(pynvml.nvmlDeviceGetName(handle)),
+                    migs,
+                )
+            )
+        return found
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _bare_uuid(uuid: str) -> str:
+    """A UUID without its GPU-/MIG- prefix (the driver API gives the 16 bytes only)."""
+    return uuid.split("-", 1)[1] if uuid[:4] in ("GPU-", "MIG-") else uuid
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _nvidia_smi_works(), reason="no NVIDIA GPU here (nvidia-smi does not work)")
-def test_nvml_devices_are_found_and_a_container_sees_exactly_its_own(tmp_path: Path) -> None:
-    devices = discover_nvml()
-    assert devices, "nvidia-smi works but NVML found no device: is nvidia-ml-py installed?"
+def test_nvml_devices_are_found_and_a_container_sees_and_reports_exactly_its_own(
+    tmp_path: Path,
+) -> None:
+    assert discover_nvml(), "nvidia-smi works but NVML found no device: is nvidia-ml-py installed?"
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True)
+    gpu_lines = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+    nvml = _nvml_devices()
+    probe = tmp_path / "cuda_probe.py"
+    probe.write_text(CUDA_PROBE)
+    # The container is a plain process: the driver's library path, if the machine needs one.
+    env = [{"name": n, "value": os.environ[n]} for n in ("LD_LIBRARY_PATH",) if n in os.environ]
+    script = f"{sys.executable} {probe}; exec sleep 120"
+
+    def uuids_seen(h: Harness, pod: Pod) -> list[str]:
+        return [line[5:] for line in _shown(h, pod).splitlines() if line.startswith("uuid=")]
+
+    def probed(h: Harness, pod: Pod) -> bool:
+        return "probe-" in h.log_text(pod)
 
     async def body(h: Harness) -> None:
         node: dict[str, Any] = {}
         await h.provider.configure_node(node)
-        assert node["status"]["capacity"]["nvidia.com/gpu"] == str(len(devices))
-        pod = _gpu_pod(
-            "cuda", "nvidia-smi -L | wc -l; nvidia-smi --query-gpu=index --format=csv,noheader"
-        )
-        await h.provider.create_pod(pod)
-        await h.wait("cuda", lambda p: "terminated" in status_of(p)["state"], timeout=60)
-        shown, count, *_ = _shown(h, pod).splitlines()
-        assert shown == "cuda=0 nvidia=0"
-        assert count.strip() == str(len(devices))  # nvidia-smi itself lists every device
+        # Discovery advertises every GPU nvidia-smi lists.
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == str(len(gpu_lines)) != "0"
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == str(len(gpu_lines))
+
+        first = _gpu_pod("cuda-0", script, env=env)
+        await h.provider.create_pod(first)
+        await h.running("cuda-0")
+        await h.wait("cuda-0", lambda p: probed(h, first), timeout=120)
+        shown = _shown(h, first)
+        assert shown.splitlines()[0] == "cuda=0 nvidia=0", shown
+        assert "probe-done" in shown, shown
+        # CUDA in the container sees its device (or that GPU's MIG instances) and no other.
+        uuid, name, migs = nvml[0]
+        seen = uuids_seen(h, first)
+        allowed = {_bare_uuid(u) for u in {uuid} | migs}
+        assert seen, shown
+        assert set(seen) <= allowed, (seen, uuid, migs)
+        if not migs:
+            assert seen == [_bare_uuid(uuid)]
+
+        # /stats/summary names that GPU with its real figures.
+        held = _accelerators(await h.provider.get_stats_summary(), first)["main"]
+        assert held is not None
+        assert len(held) == 1, held
+        entry = held[0]
+        assert (entry["make"], entry["id"], entry["model"]) == ("nvidia", uuid, name)
+        assert entry["memoryTotal"] > 0
+        assert 0 <= entry["memoryUsed"] <= entry["memoryTotal"]
+        assert 0 <= entry.get("dutyCycle", 0) <= 100
+
+        # A second 1-GPU pod gets the next device, or waits when there is none.
+        second = _gpu_pod("cuda-1", script, env=env)
+        await h.provider.create_pod(second)
+        if len(nvml) == 1:
+            waiting = await h.wait("cuda-1", _waits_for_gpu)
+            assert status_of(waiting)["state"]["waiting"]["message"] == (
+                "needs 1 nvidia.com/gpu, 0 of 1 free"
+            )
+            return
+        await h.running("cuda-1")
+        await h.wait("cuda-1", lambda p: probed(h, second), timeout=120)
+        assert _shown(h, second).splitlines()[0] == "cuda=1 nvidia=1"
+        other, _, other_migs = nvml[1]
+        seen = uuids_seen(h, second)
+        assert seen, _shown(h, second)
+        assert set(seen) <= {_bare_uuid(u) for u in {other} | other_migs}, seen
+        held = _accelerators(await h.provider.get_stats_summary(), second)["main"]
+        assert held is not None
+        assert [e["id"] for e in held] == [other]
 
     started = time.monotonic()
     run_test(tmp_path, body)
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < 300

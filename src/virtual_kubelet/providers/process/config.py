@@ -82,6 +82,9 @@ class ProcessConfig(BaseModel):
     #: The GPUs containers may be given (CUDA device indices or UUIDs), exclusively, when they
     #: ask for nvidia.com/gpu. None: those NVML finds (with nvidia-ml-py installed), if any.
     gpus: list[str] | None = None
+    #: The model `/stats/summary` names for GPUs NVML does not describe (a configured list on a
+    #: machine without nvidia-ml-py or a driver), e.g. "NVIDIA H100 80GB HBM3". None: no model.
+    gpu_model: str | None = None
 
     @field_validator("rlimits")
     @classmethod

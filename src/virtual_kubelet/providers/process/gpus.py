@@ -116,4 +116,10 @@ class GpuPool:
 
 def visible_devices_env(devices: list[str]) -> dict[str, str]:
     joined = ",".join(devices)
-    return {"CUDA_VISIBLE_DEVICES": joined, "NVIDIA_VISIBLE_DEVICES": joined}
+    # CUDA numbers devices fastest first unless told otherwise; NVML, nvidia-smi and a configured
+    # list number them by PCI bus: with this, index N is the same device for all of them.
+    return {
+        "CUDA_VISIBLE_DEVICES": joined,
+        "NVIDIA_VISIBLE_DEVICES": joined,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }

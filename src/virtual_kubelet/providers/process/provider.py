@@ -45,6 +45,7 @@ from ...sdk import (
     uid_of,
 )
 from . import streaming
+from .accelerators import Accelerators
 from .config import load_config
 from .gpus import GPU_RESOURCE, GpuPool, discover_nvml
 from .host import describe_node, detect_bind_mounts
@@ -88,7 +89,7 @@ class ProcessProvider(Provider):
         self.root = context.state_dir / "process"
         self.host = HostSetup()
         self.handlers = Handlers(context.internal_ip)
-        self.stats = Stats(context.state_dir)
+        self.stats = Stats(context.state_dir, Accelerators(self.config.gpu_model))
         self._stats_lock = asyncio.Lock()
         self._pods: dict[str, PodRuntime] = {}
         self._notify: PodCallback | None = None
@@ -160,6 +161,8 @@ class ProcessProvider(Provider):
         await finish(tasks)
         await self.handlers.close()
         await self.addresses.stop(pods_left=bool(self._pods))
+        async with self._stats_lock:
+            await asyncio.to_thread(self.stats.accelerators.close)
 
     # --- pods -----------------------------------------------------------------------------------
 
@@ -381,8 +384,15 @@ class ProcessProvider(Provider):
                 continue
             meta = runtime.record.pod["metadata"]
             uid = runtime.record.uid
+            records = runtime.record.containers
             containers = [
-                ContainerRef(name, run.pgid, run.started_at, f"{uid}/{name}/{run.run}")
+                ContainerRef(
+                    name,
+                    run.pgid,
+                    run.started_at,
+                    f"{uid}/{name}/{run.run}",
+                    tuple(records[name].gpus) if name in records else (),
+                )
                 for name, run in runtime.runs.items()
             ]
             refs.append(

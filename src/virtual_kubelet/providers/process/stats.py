@@ -3,9 +3,10 @@
 A container is the process group of its command (every process whose pgrp is the recorded pgid):
 CPU is the sum of their utime+stime+cutime+cstime (what reaped children used is counted by the
 reaper), kept monotonic; usageNanoCores is the rate between two calls (never 0 for a live
-container, as metrics-server drops zeros); memory is their summed RSS. The node comes from
-/proc/stat, /proc/meminfo and statvfs of the state directory. Everything here is blocking file
-reading: call `sample` in a thread. It never signals or changes a process.
+container, as metrics-server drops zeros); memory is their summed RSS. The GPUs a container holds
+are its `accelerators` (accelerators.py). The node comes from /proc/stat, /proc/meminfo and
+statvfs of the state directory. Everything here is blocking file reading: call `sample` in a
+thread. It never signals or changes a process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...sdk import rfc3339
+from .accelerators import Accelerators
 
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -30,6 +32,8 @@ class ContainerRef:
     started_at: float
     #: Distinguishes runs, so a restart does not look like negative CPU use.
     run_key: str
+    #: The GPUs the run holds (reported as its `accelerators`).
+    gpus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,9 @@ def memory_total() -> int:
 class Stats:
     """Keeps the previous samples, for rates and monotonic counters."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, accelerators: Accelerators | None = None) -> None:
         self.state_dir = state_dir
+        self.accelerators = accelerators if accelerators is not None else Accelerators()
         self._cpu: dict[str, tuple[float, int]] = {}  # run key / "node" -> (time, cpu ns)
 
     def _rate(self, key: str, now: float, cpu_ns: int, since: float) -> tuple[int, int]:
@@ -151,6 +156,8 @@ class Stats:
                         },
                     }
                 )
+                if ref.gpus:
+                    containers[-1]["accelerators"] = self.accelerators.read(list(ref.gpus))
             pod_stats.append(
                 {
                     "podRef": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
