@@ -1,0 +1,149 @@
+"""The azure provider's `--provider-config`: which subscription, resource group and region the
+container groups live in, how the agent signs in to Microsoft Entra ID (client secret, managed
+identity or workload identity), and the node's advertised capacity. Validated with one clear error;
+keys missing from the file are read from the environment variables the original provider used
+(AZURE_TENANT_ID, AZURE_SUBSCRIPTION_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, ACI_RESOURCE_GROUP,
+ACI_REGION)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = ["ANNOTATION_PREFIX", "AzureConfig", "Capacity", "from_environment"]
+
+#: Pod annotations read by the provider (GPU SKU, DNS label) start with this.
+ANNOTATION_PREFIX = "azure.virtual-kubelet.io/"
+
+#: Config key -> environment variable, for keys absent from the file.
+_ENV = {
+    "tenant_id": "AZURE_TENANT_ID",
+    "subscription_id": "AZURE_SUBSCRIPTION_ID",
+    "client_id": "AZURE_CLIENT_ID",
+    "client_secret": "AZURE_CLIENT_SECRET",
+    "resource_group": "ACI_RESOURCE_GROUP",
+    "region": "ACI_REGION",
+}
+
+
+class Capacity(BaseModel):
+    """What the node advertises (ACI has no per-node limit; the defaults are the original's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = "10000"
+    memory: str = "4Ti"
+    pods: str = "5000"
+    #: nvidia.com/gpu; "0" advertises none.
+    gpu: str = "0"
+
+
+class AzureConfig(BaseModel):
+    """Every key of the azure provider's config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subscription_id: str
+    resource_group: str
+    region: str
+    tenant_id: str | None = None
+    #: How the agent signs in: `client_secret` (a service principal), `managed_identity` (the
+    #: VM's or a user-assigned identity: client_id picks one), `workload_identity` (a federated
+    #: token file, AZURE_FEDERATED_TOKEN_FILE, as AKS projects it). Default: client_secret when
+    #: a secret is given, workload_identity when a token file is, managed_identity otherwise.
+    auth: Literal["client_secret", "managed_identity", "workload_identity"] | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    #: A file holding the client secret (a mounted Secret), read at start and on every token.
+    client_secret_file: Path | None = None
+    federated_token_file: Path | None = None
+    #: Entra ID host (sovereign clouds, Azure Stack): `https://login.microsoftonline.com`.
+    authority_host: str | None = None
+    #: Azure Resource Manager endpoint.
+    arm_endpoint: str = "https://management.azure.com"
+    #: A CA bundle trusted for the Entra ID and ARM endpoints beyond the system's (a TLS proxy).
+    ca_file: Path | None = None
+    #: The AKS cluster the virtual node belongs to (`targetAKS` in the chart); informational,
+    #: written into each container group's tags.
+    target_aks: str | None = None
+    #: A subnet (ARM id) delegated to Microsoft.ContainerInstance: groups get private IPs there.
+    subnet_id: str | None = None
+    #: The cluster to read pods' Secrets (imagePullSecrets, Secret-sourced env names) from and
+    #: write Events to (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    kubeconfig: str | None = None
+    #: Seconds between two status reads (one list of the resource group for every pod).
+    poll_seconds: float = Field(5.0, gt=0)
+    #: ARM retries of a throttled (429) or failing (5xx) call, with exponential back-off from
+    #: `retry_backoff_seconds` up to `retry_backoff_max_seconds` (Retry-After wins when sent).
+    max_retries: int = Field(4, ge=0)
+    retry_backoff_seconds: float = Field(0.8, gt=0)
+    retry_backoff_max_seconds: float = Field(60.0, gt=0)
+    #: Seconds between two polls of a long-running operation when ARM sends no Retry-After.
+    lro_poll_seconds: float = Field(5.0, gt=0)
+    capacity: Capacity = Field(default_factory=Capacity)
+
+    @field_validator("subscription_id", "resource_group", "region")
+    @classmethod
+    def _present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("resource_group")
+    @classmethod
+    def _rg(cls, value: str) -> str:
+        if len(value) > 90 or not all(c.isalnum() or c in "-_.()" for c in value):
+            raise ValueError(f"{value!r} is not a resource group name")
+        return value
+
+    @field_validator("arm_endpoint", "authority_host")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (tokens are only sent over TLS)")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _auth(self) -> AzureConfig:
+        if self.auth is None:
+            if self.client_secret is not None or self.client_secret_file is not None:
+                self.auth = "client_secret"
+            elif self.federated_token_file is not None or os.environ.get(
+                "AZURE_FEDERATED_TOKEN_FILE"
+            ):
+                self.auth = "workload_identity"
+            else:
+                self.auth = "managed_identity"
+        if self.auth == "client_secret":
+            missing = [k for k in ("tenant_id", "client_id") if not getattr(self, k)]
+            if self.client_secret is None and self.client_secret_file is None:
+                missing.append("client_secret (or client_secret_file)")
+            if missing:
+                raise ValueError(f"auth client_secret needs {', '.join(missing)}")
+        if self.auth == "workload_identity" and not (self.tenant_id and self.client_id):
+            raise ValueError("auth workload_identity needs tenant_id and client_id")
+        return self
+
+    def secret(self) -> str:
+        """The client secret, from the file when one is named (it may have been rotated)."""
+        if self.client_secret_file is not None:
+            try:
+                return self.client_secret_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"client_secret_file {self.client_secret_file}: {exc.strerror}"
+                ) from None
+        return self.client_secret.get_secret_value() if self.client_secret else ""
+
+
+def from_environment(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the keys it lacks taken from the environment (the original's variables)."""
+    merged = dict(doc)
+    for key, variable in _ENV.items():
+        value = os.environ.get(variable)
+        if key not in merged and value:
+            merged[key] = value
+    return merged
