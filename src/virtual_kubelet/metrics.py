@@ -7,6 +7,7 @@ layer must not import the agent); both register in the default registry the agen
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections import Counter as Tally
@@ -17,10 +18,19 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .errors import NotFound
+
 PROVIDER_CALLS = Counter(
     "virtual_kubelet_provider_calls_total",
-    "Calls into the provider, by method and result.",
+    "Calls into the provider, by method and result (ok, not_found, timeout, error).",
     ["method", "result"],
+)
+PROVIDER_CALL_DURATION = Histogram(
+    "virtual_kubelet_provider_call_duration_seconds",
+    "How long calls into the provider took, by method; failed and timed-out calls included.",
+    ["method"],
+    # From a local process's fork to a cloud API's slow create, up to the 60 s call timeout.
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 LEASE_RENEWAL_AGE = Gauge(
     "virtual_kubelet_lease_renewal_age_seconds",
@@ -47,6 +57,31 @@ GC_PAUSE_SECONDS = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
+
+
+@contextlib.contextmanager
+def provider_call(method: str) -> Iterator[None]:
+    """Count one call into the provider by its result and time it: `not_found` for NotFound,
+    `timeout` for TimeoutError, `error` for any other exception, else `ok`. A cancelled call
+    (the agent stopping, a client hanging up) did not finish and is not recorded."""
+    started = time.perf_counter()
+    result: str | None = None
+    try:
+        yield
+        result = "ok"
+    except NotFound:
+        result = "not_found"
+        raise
+    except TimeoutError:
+        result = "timeout"
+        raise
+    except Exception:
+        result = "error"
+        raise
+    finally:
+        if result is not None:
+            PROVIDER_CALLS.labels(method, result).inc()
+            PROVIDER_CALL_DURATION.labels(method).observe(time.perf_counter() - started)
 
 
 def watch_gc_pauses() -> None:

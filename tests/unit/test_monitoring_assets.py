@@ -54,6 +54,7 @@ def test_the_issue_s_signals_are_covered() -> None:
     for metric in (
         "virtual_kubelet_pods",  # pods by phase
         "virtual_kubelet_provider_calls_total",  # provider calls and errors
+        "virtual_kubelet_provider_call_duration_seconds_bucket",  # provider call latency
         "virtual_kubelet_sync_duration_seconds_bucket",  # latency of pod work
         "virtual_kubelet_lease_renewal_age_seconds",  # heartbeat
         "virtual_kubelet_kubelet_api_requests_total",  # kubelet API

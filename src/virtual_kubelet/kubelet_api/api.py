@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import NotFound
+from ..metrics import provider_call
 from ..sdk import Capabilities, ContainerIO, DuplexStream, Provider
 from . import stats
 from .http import HttpError, Request, Responder, Router
@@ -108,7 +109,8 @@ class KubeletApi:
 
     async def stats_summary(self, request: Request, responder: Responder) -> None:
         self._require("get_stats_summary")
-        summary = await self.provider.get_stats_summary()
+        with provider_call("get_stats_summary"):
+            summary = await self.provider.get_stats_summary()
         if request.flag("only_cpu_and_memory"):
             summary = _only_cpu_and_memory(summary)
         await responder.respond(200, orjson.dumps(summary), JSON)
@@ -116,7 +118,8 @@ class KubeletApi:
     async def metrics_resource(self, request: Request, responder: Responder) -> None:
         self._require("get_stats_summary")
         try:
-            summary = await self.provider.get_stats_summary()
+            with provider_call("get_stats_summary"):
+                summary = await self.provider.get_stats_summary()
         except NotImplementedError:
             raise  # a provider refusing at run time: 501 like a missing hook
         except Exception:

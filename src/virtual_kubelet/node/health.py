@@ -9,6 +9,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ..metrics import provider_call
+
 log = logging.getLogger(__name__)
 
 
@@ -23,8 +25,9 @@ class ProviderHealth:
     async def check(self) -> bool:
         """Ping the provider once (bounded by `timeout`) and record the outcome."""
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._ping()
+            with provider_call("ping"):
+                async with asyncio.timeout(self.timeout):
+                    await self._ping()
         except Exception as exc:
             message = str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError):

@@ -1,6 +1,7 @@
 """The provider as the pod controller sees it: the calls it makes (`PodLifecycle`), each named by
-an `Op` and made through `ProviderCalls`, which bounds it by the provider timeout and counts it in
-`virtual_kubelet_provider_calls_total{method,result}`.
+an `Op` and made through `ProviderCalls`, which bounds it by the provider timeout, counts it in
+`virtual_kubelet_provider_calls_total{method,result}` and times it in
+`virtual_kubelet_provider_call_duration_seconds{method}`.
 
 `PodLifecycle` is the part of `Provider` the controller needs, always in push form: a provider
 without `notify_pods` is wrapped by `polling.PollingProvider` before the controller sees it.
@@ -13,8 +14,8 @@ from collections.abc import Awaitable
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from ..metrics import PROVIDER_CALLS
-from ..sdk import NotFound, Pod, PodCallback
+from ..metrics import provider_call
+from ..sdk import Pod, PodCallback
 
 __all__ = ["Op", "PodLifecycle", "ProviderCalls"]
 
@@ -52,25 +53,18 @@ class PodLifecycle(Protocol):
 
 
 class ProviderCalls:
-    """Makes provider calls: at most `timeout` seconds each, counted by operation and result."""
+    """Makes provider calls: at most `timeout` seconds each, counted by operation and result and
+    timed."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
 
     async def __call__(self, op: Op, call: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.timeout):
-                result = await call
-        except NotFound:
-            PROVIDER_CALLS.labels(op.value, "not_found").inc()
-            raise
-        except TimeoutError:
-            PROVIDER_CALLS.labels(op.value, "timeout").inc()
-            raise TimeoutError(
-                f"provider {op.value} did not return within {self.timeout:.0f} s"
-            ) from None
-        except Exception:
-            PROVIDER_CALLS.labels(op.value, "error").inc()
-            raise
-        PROVIDER_CALLS.labels(op.value, "ok").inc()
-        return result
+        with provider_call(op.value):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await call
+            except TimeoutError:
+                raise TimeoutError(
+                    f"provider {op.value} did not return within {self.timeout:.0f} s"
+                ) from None
