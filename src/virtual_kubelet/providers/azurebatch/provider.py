@@ -1,0 +1,411 @@
+"""The `azurebatch` provider: each pod is one Azure Batch task in a job per node on a configured
+pool. Status comes from one list-tasks call per poll for the whole job; logs from the task's
+stdout.txt and stderr.txt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from azure.batch import models
+from azure.batch.aio import BatchClient
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from ...sdk import (
+    InvalidInput,
+    LogOptions,
+    Node,
+    NotFound,
+    Pod,
+    PodCallback,
+    PodStatus,
+    Provider,
+    ProviderConfigError,
+    ProviderContext,
+    deep_copy,
+    key_of,
+    read_mapping,
+    rfc3339,
+    uid_of,
+    validate,
+)
+from . import tasks
+from .client import (
+    BatchCallFailed,
+    code_of,
+    describe,
+    is_auth_failure,
+    is_throttled,
+    make_client,
+    status_of,
+)
+from .config import AzureBatchConfig
+from .logs import follow_files, read_files
+from .status import pod_status
+
+log = logging.getLogger(__name__)
+
+#: Volume kinds a Batch task cannot see (the agent's files are not on the pool's nodes).
+_UNSUPPORTED_VOLUMES = ("configMap", "secret", "hostPath", "persistentVolumeClaim", "nfs", "csi")
+
+
+@dataclass
+class Record:
+    """A pod this provider runs: the pod as kept (env values blanked) and its task id."""
+
+    pod: Pod
+    task_id: str
+    deleting: bool = False
+
+
+def _kept(pod: Pod) -> Pod:
+    """The pod as kept on disk and in memory: env values may come from Secrets, so only names."""
+    kept: Pod = deep_copy(pod)
+    for container in kept["spec"].get("containers") or []:
+        for entry in container.get("env") or []:
+            if "value" in entry:
+                entry["value"] = ""
+    kept.pop("status", None)
+    return kept
+
+
+class AzureBatchProvider(Provider):
+    description = "Pods as Azure Batch tasks: one job per node on a configured pool (azure-batch)."
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        path = context.config_path
+        if path is None:
+            raise ProviderConfigError(
+                "the azurebatch provider needs --provider-config (account_url, account_name, "
+                "pool_id; see docs/providers/azurebatch.md)"
+            )
+        self.config = validate(AzureBatchConfig, read_mapping(path), path)
+        if self.config.auth == "shared-key":
+            try:
+                self.config.account_key()  # fail at start with a clear error, never print it
+            except ValueError as exc:
+                raise ProviderConfigError(f"provider config {path}: {exc}") from None
+        self.job_id = tasks.job_id(self.config, context.node_name)
+        self.root = context.state_dir / "azurebatch" / self.job_id
+        self._client: BatchClient | None = None
+        self.records: dict[str, Record] = {}  # by namespace/name
+        self.tasks: dict[str, models.BatchTask] = {}  # by task id, as of the last poll
+        self.polled_once = False
+        self.poll_error: str | None = None
+        self.auth_error: str | None = None
+        self.job_ready = False
+        self.use_containers: bool | None = None
+        self.notify: PodCallback | None = None
+        self.reported: dict[str, str] = {}
+        self.poll_now = asyncio.Event()
+        self.poller: asyncio.Task[None] | None = None
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> BatchClient:
+        if self._client is None:
+            try:
+                self._client = make_client(self.config)
+            except ValueError as exc:
+                raise BatchCallFailed(str(exc)) from None
+        return self._client
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        for pod_file in sorted(self.root.glob("*.json")):
+            try:
+                pod = json.loads(pod_file.read_text())
+            except (OSError, ValueError):
+                log.warning("skipping unreadable %s", pod_file)
+                continue
+            self.records[key_of(pod)] = Record(pod=pod, task_id=tasks.task_id(pod))
+        await self.poll()
+        self.poller = asyncio.create_task(self._poll_forever(), name="azurebatch-poll")
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
+    def notify_pods(self, callback: PodCallback) -> None:
+        self.notify = callback
+
+    def wants_volume_files(self) -> bool:
+        return False  # a Batch task cannot read the agent's files
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def _failed(self, exc: HttpResponseError, what: str) -> Exception:
+        """The exception to raise for a failed call: credentials mark the node NotReady,
+        throttling says it was retried, a 400 means the pod can never run as given."""
+        text = describe(exc)
+        if is_auth_failure(exc):
+            self.auth_error = f"Azure Batch refused the credentials ({text})"
+            self._drop_client()
+            return BatchCallFailed(f"{what}: {self.auth_error}")
+        if is_throttled(exc):
+            return BatchCallFailed(
+                f"{what}: Azure Batch is throttling or unavailable ({text}); retried "
+                f"{self.config.retry_attempts} times, the agent retries with back-off"
+            )
+        if status_of(exc) == 400:
+            return InvalidInput(f"{what}: {text}")
+        return BatchCallFailed(f"{what}: {text}")
+
+    def _drop_client(self) -> None:
+        """Build the client again on next use: a fixed key file is read again."""
+        client, self._client = self._client, None
+        if client is not None:
+            task = asyncio.ensure_future(client.close())
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _ensure_job(self) -> None:
+        if self.job_ready:
+            return
+        try:
+            await self.client.get_job(self.job_id)
+        except ResourceNotFoundError:
+            job = models.BatchJobCreateOptions(
+                id=self.job_id,
+                display_name=f"virtual-kubelet node {self.context.node_name}"[:1024],
+                pool_info=models.BatchPoolInfo(pool_id=self.config.pool_id),
+            )
+            try:
+                await self.client.create_job(job)
+            except HttpResponseError as exc:
+                if code_of(exc) != "JobExists":
+                    raise self._failed(exc, f"adding job {self.job_id}") from None
+            log.info("added Batch job %s on pool %s", self.job_id, self.config.pool_id)
+        except HttpResponseError as exc:
+            raise self._failed(exc, f"reading job {self.job_id}") from None
+        self.job_ready = True
+
+    async def _containers(self) -> bool:
+        if self.use_containers is None:
+            if self.config.containers != "auto":
+                self.use_containers = self.config.containers == "yes"
+            else:
+                try:
+                    pool = await self.client.get_pool(self.config.pool_id)
+                except HttpResponseError as exc:
+                    raise self._failed(exc, f"reading pool {self.config.pool_id}") from None
+                vm = pool.virtual_machine_configuration
+                self.use_containers = vm is not None and vm.container_configuration is not None
+                log.info(
+                    "pool %s %s containers",
+                    self.config.pool_id,
+                    "runs" if self.use_containers else "does not run",
+                )
+        return self.use_containers
+
+    # --- polling ----------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """Every task of this node's job in one list call."""
+        try:
+            found = {t.id: t async for t in self.client.list_tasks(self.job_id)}
+        except ResourceNotFoundError:
+            found = {}  # no job yet: no tasks
+        except HttpResponseError as exc:
+            failed = self._failed(exc, "listing tasks")
+            self.poll_error = str(failed)
+            log.warning("%s", failed)
+            return
+        except BatchCallFailed as exc:
+            self.poll_error = str(exc)
+            return
+        except Exception as exc:  # connection refused, timeouts: the node goes NotReady
+            self.poll_error = f"Azure Batch does not answer: {type(exc).__name__}: {exc}"
+            log.warning("%s", self.poll_error)
+            return
+        self.tasks = found
+        self.polled_once = True
+        self.poll_error = None
+        self.auth_error = None
+
+    async def _poll_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
+            self.poll_now.clear()
+            await self.poll()
+            if self.poll_error is None:
+                self._report_changes()
+
+    def _report_changes(self) -> None:
+        if self.notify is None:
+            return
+        for key, record in list(self.records.items()):
+            if record.deleting:
+                continue
+            pod = self._with_status(record)
+            status = pod["status"]
+            shown = json.dumps(
+                [status["phase"], status["containerStatuses"][0]["state"]], sort_keys=True
+            )
+            if self.reported.get(key) != shown:
+                self.reported[key] = shown
+                self.notify(pod)
+
+    def _with_status(self, record: Record) -> Pod:
+        pod: Pod = deep_copy(record.pod)
+        task = self.tasks.get(record.task_id)
+        why = ""
+        if task is None and self.polled_once:
+            why = "task added, not yet listed by Batch"
+        pod["status"] = pod_status(record.pod, task, self.context.internal_ip, why)
+        return pod
+
+    # --- pods -------------------------------------------------------------------------------
+
+    def _check(self, pod: Pod) -> None:
+        for volume in pod["spec"].get("volumes") or []:
+            kind = next((k for k in _UNSUPPORTED_VOLUMES if k in volume), None)
+            if kind is not None:
+                raise InvalidInput(
+                    f"volume {volume.get('name')!r}: azurebatch cannot mount {kind} volumes "
+                    "into a Batch task (pass values as env instead)"
+                )
+
+    async def create_pod(self, pod: Pod) -> None:
+        key = key_of(pod)
+        known = self.records.get(key)
+        if known is not None and uid_of(known.pod) == uid_of(pod):
+            return  # added (or adopted) already: never twice
+        self._check(pod)
+        use_containers = await self._containers()
+        task = tasks.build(pod, self.config, use_containers)
+        await self._ensure_job()
+        kept = _kept(pod)
+        kept["status"] = {"startTime": rfc3339()}
+        record = Record(pod=kept, task_id=task.id)
+        pod_file = self.root / f"{uid_of(pod)}.json"
+        pod_file.write_text(json.dumps(kept))  # before the add: a crash in between is adopted
+        try:
+            await self.client.create_task(self.job_id, task)
+            log.info("pod %s is Batch task %s in job %s", key, task.id, self.job_id)
+        except HttpResponseError as exc:
+            if code_of(exc) == "TaskExists":
+                log.info("pod %s: task %s exists already, adopting it", key, task.id)
+            else:
+                if status_of(exc) == 400:
+                    pod_file.unlink(missing_ok=True)
+                raise self._failed(exc, f"adding task {task.id}") from None
+        self.records[key] = record
+        self.poll_now.set()
+
+    async def update_pod(self, pod: Pod) -> None:
+        record = self.records.get(key_of(pod))
+        if record is None or uid_of(record.pod) != uid_of(pod):
+            raise NotFound(key_of(pod))
+        # A Batch task's command and image cannot change; labels and annotations are kept.
+        record.pod["metadata"] = deep_copy(pod["metadata"])
+
+    async def delete_pod(self, pod: Pod) -> None:
+        key = key_of(pod)
+        record = self.records.get(key)
+        if record is None or uid_of(record.pod) != uid_of(pod):
+            raise NotFound(key)
+        record.deleting = True
+        task = self.tasks.get(record.task_id)
+        try:
+            if task is None or str(task.state) != "completed":
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self.client.terminate_task(self.job_id, record.task_id)
+            with contextlib.suppress(ResourceNotFoundError):
+                await self.client.delete_task(self.job_id, record.task_id)
+        except HttpResponseError as exc:
+            record.deleting = False
+            raise self._failed(exc, f"deleting task {record.task_id}") from None
+        log.info("pod %s: Batch task %s terminated and deleted", key, record.task_id)
+        self.records.pop(key, None)
+        self.reported.pop(key, None)
+        self.tasks.pop(record.task_id, None)
+        (self.root / f"{uid_of(pod)}.json").unlink(missing_ok=True)
+
+    async def get_pod(self, namespace: str, name: str) -> Pod | None:
+        record = self.records.get(f"{namespace}/{name}")
+        return None if record is None else self._with_status(record)
+
+    async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
+        pod = await self.get_pod(namespace, name)
+        return None if pod is None else pod["status"]
+
+    async def list_pods(self) -> list[Pod]:
+        return [self._with_status(r) for r in self.records.values()]
+
+    # --- node -------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Healthy while Batch answers the poll with these credentials (NotReady otherwise, with
+        this message as the reason)."""
+        if self.auth_error is not None:
+            raise RuntimeError(self.auth_error)
+        if self.poll_error is not None:
+            raise RuntimeError(self.poll_error)
+
+    async def configure_node(self, node: Node) -> None:
+        status = node.setdefault("status", {})
+        capacity = {
+            "cpu": self.config.cpu,
+            "memory": self.config.memory,
+            "pods": str(self.config.max_pods),
+        }
+        status["capacity"] = capacity
+        status["allocatable"] = dict(capacity)
+        status.setdefault("nodeInfo", {})["containerRuntimeVersion"] = "azurebatch://"
+        node.setdefault("spec", {})["providerID"] = (
+            f"azurebatch://{self.config.account_name}/{self.config.pool_id}/{self.job_id}"
+        )
+
+    # --- kubelet API ------------------------------------------------------------------------
+
+    def _record_for(self, namespace: str, pod: str, container: str) -> Record:
+        record = self.records.get(f"{namespace}/{pod}")
+        if record is None:
+            raise NotFound(f"pod {namespace}/{pod}")
+        if container not in [c["name"] for c in record.pod["spec"].get("containers") or []]:
+            raise NotFound(f"container {container} in pod {namespace}/{pod}")
+        return record
+
+    async def get_container_logs(
+        self, namespace: str, pod: str, container: str, options: LogOptions
+    ) -> AsyncIterator[bytes]:
+        record = self._record_for(namespace, pod, container)
+        key = f"{namespace}/{pod}"
+
+        def finished() -> bool:
+            task = self.tasks.get(record.task_id)
+            return key not in self.records or (task is not None and str(task.state) == "completed")
+
+        if not options.follow:
+            data = await read_files(self.client, self.job_id, record.task_id)
+            yield _tail(data, options)
+            return
+        async for chunk in follow_files(
+            self.client,
+            self.job_id,
+            record.task_id,
+            finished,
+            self.config.poll_seconds,
+            options,
+        ):
+            yield chunk
+
+
+def _tail(data: bytes, options: LogOptions) -> bytes:
+    if options.tail_lines is None:
+        return data
+    if options.tail_lines == 0:
+        return b""
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-options.tail_lines :])
