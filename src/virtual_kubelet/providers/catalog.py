@@ -47,9 +47,9 @@ UPSTREAM: tuple[UpstreamRow, ...] = (
     UpstreamRow(
         "aws",
         "AWS Fargate",
-        "planned",
+        "built",
         "aws",
-        "being built now (issue 17): ECS RunTask on Fargate",
+        "a Fargate task per pod (ECS RunTask, DescribeTasks, awslogs); tested against moto",
     ),
     UpstreamRow(
         "azurebatch",

@@ -18,6 +18,7 @@ from . import catalog
 ENTRY_POINT_GROUP = "virtual_kubelet.providers"
 
 BUILTIN: dict[str, str] = {
+    "aws": "virtual_kubelet.providers.aws:AwsProvider",
     "azurebatch": "virtual_kubelet.providers.azurebatch:AzureBatchProvider",
     "azure": "virtual_kubelet.providers.azure:AzureProvider",
     "cri": "virtual_kubelet.providers.cri:CriProvider",
