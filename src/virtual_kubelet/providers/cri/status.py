@@ -140,6 +140,10 @@ def pod_status(state: PodState, host_ip: str) -> dict[str, Any]:
         reason = "ContainersNotReady"
         message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
     ips = [state.pod_ip] if state.pod_ip else []
+    if not ips and (state.pod.get("spec") or {}).get("hostNetwork") and state.sandbox_id:
+        # The runtime gives a host-network sandbox no address of its own: as the kubelet does,
+        # the pod's IP is the node's (what the downward API's status.podIP then carries).
+        ips = [host_ip]
     status: dict[str, Any] = {
         "phase": pod_phase,
         "conditions": [
