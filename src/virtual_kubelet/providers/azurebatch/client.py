@@ -15,6 +15,9 @@ from .config import AzureBatchConfig
 # azure-core logs every request at INFO; the agent's log is for what matters (its HTTP logging
 # policy redacts Authorization, but request lines for every poll are noise).
 logging.getLogger("azure").setLevel(logging.WARNING)
+# azure-batch 15.1 tries to parse the error body of a streamed file download before reading it
+# and warns with a traceback on every 404/416; the status alone is what we act on.
+logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
 
 #: Answers that mean "the credentials are wrong", never worth retrying quickly.
 AUTH_STATUSES = (401, 403)

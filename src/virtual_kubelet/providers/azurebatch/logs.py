@@ -12,7 +12,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from ...sdk import LogOptions
 
 FILES = ("stdout.txt", "stderr.txt")
-#: Batch answers 416 for a range that starts at the end of the file.
+#: Batch answers 416 for a range that starts at the end of the file (a file that shrank).
 _NOTHING_NEW = 416
 
 
@@ -22,6 +22,11 @@ async def read_from(
     """The bytes of the task's file `name` from `offset` on; empty while it does not exist (the
     task has not started) or has nothing new."""
     try:
+        if offset:
+            # Ask for the size first: a range past the end is an error answer, not empty.
+            props = await client.get_task_file_properties(job_id, task_id, name)
+            if int(props.content_length or 0) <= offset:
+                return b""
         stream = await client.download_task_file(
             job_id, task_id, name, ocp_range=f"bytes={offset}-" if offset else None
         )

@@ -45,7 +45,7 @@ from .client import (
 )
 from .config import AzureBatchConfig
 from .logs import follow_files, read_files
-from .status import pod_status
+from .status import pod_status, state_of
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class AzureBatchProvider(Provider):
         record.deleting = True
         task = self.tasks.get(record.task_id)
         try:
-            if task is None or str(task.state) != "completed":
+            if task is None or state_of(task) != "completed":
                 with contextlib.suppress(ResourceNotFoundError):
                     await self.client.terminate_task(self.job_id, record.task_id)
             with contextlib.suppress(ResourceNotFoundError):
@@ -385,7 +385,7 @@ class AzureBatchProvider(Provider):
 
         def finished() -> bool:
             task = self.tasks.get(record.task_id)
-            return key not in self.records or (task is not None and str(task.state) == "completed")
+            return key not in self.records or (task is not None and state_of(task) == "completed")
 
         if not options.follow:
             data = await read_files(self.client, self.job_id, record.task_id)

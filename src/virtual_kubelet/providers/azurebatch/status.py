@@ -11,6 +11,13 @@ from azure.batch import models
 from ...sdk import Pod, PodStatus, rfc3339
 
 
+def state_of(task: models.BatchTask | None) -> str:
+    """The task's state as Batch spells it (active, preparing, running, completed)."""
+    if task is None:
+        return "active"
+    return str(getattr(task.state, "value", task.state))
+
+
 def _time(value: datetime.datetime | None) -> str | None:
     return None if value is None else rfc3339(value)
 
@@ -37,7 +44,7 @@ def pod_status(pod: Pod, task: models.BatchTask | None, host_ip: str, why: str =
         "restartCount": 0,
         "ready": False,
     }
-    state = str(task.state) if task is not None else "active"
+    state = state_of(task)
     info = task.execution_info if task is not None else None
     if task is None or state in ("active", "preparing"):
         reason = "TaskPreparing" if state == "preparing" else "TaskQueued"
