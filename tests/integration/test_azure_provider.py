@@ -431,29 +431,24 @@ def test_bad_credentials_make_the_node_not_ready_with_the_reason(
 
 
 def test_config_errors_are_clear(tmp_path: Path, devcluster: DevCluster) -> None:
-    config = tmp_path / "azure.json"
-    config.write_text(
-        json.dumps({"subscription_id": "s", "region": "westeurope", "auth": "client_secret"})
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "virtual_kubelet",
-            "--provider",
-            "azure",
-            "--provider-config",
-            str(config),
-            "--kubeconfig",
-            str(devcluster.kubeconfig),
-            "--nodename",
-            "vk-bad-config",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ACI_"))},
-    )
-    assert result.returncode != 0
-    assert "resource_group" in result.stderr
-    assert "auth client_secret needs tenant_id, client_id" in result.stderr
+    def refused(doc: dict[str, Any]) -> str:
+        config = tmp_path / "azure.json"
+        config.write_text(json.dumps(doc))
+        argv = [sys.executable, "-m", "virtual_kubelet", "--provider", "azure"]
+        argv += ["--provider-config", str(config), "--kubeconfig", str(devcluster.kubeconfig)]
+        result = subprocess.run(
+            [*argv, "--nodename", "vk-bad-config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ACI_"))},
+        )
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "resource_group: Field required" in refused({"subscription_id": "s", "region": "r"})
+    base = {"subscription_id": "s", "region": "westeurope", "resource_group": "rg"}
+    shown = refused({**base, "auth": "client_secret", "client_secret": "hunter2-seeded"})
+    assert "auth client_secret needs tenant_id, client_id" in shown
+    assert "hunter2-seeded" not in shown
+    assert "must be an https:// URL" in refused({**base, "arm_endpoint": "http://x"})

@@ -21,6 +21,7 @@ from azure.identity.aio import (
 )
 from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 
+from ...sdk import Pod
 from .config import AzureConfig
 
 __all__ = ["API_VERSION", "AttemptFailed", "current_pod", "make_client", "make_credential"]
@@ -29,11 +30,11 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2023-05-01"
 
-#: The pod (namespace/name) an ARM call is made for, read by the attempt recorder.
-current_pod: contextvars.ContextVar[str | None] = contextvars.ContextVar("aci_pod", default=None)
+#: The pod an ARM call is made for, read by the attempt recorder.
+current_pod: contextvars.ContextVar[Pod | None] = contextvars.ContextVar("aci_pod", default=None)
 
-#: (pod key or None, HTTP status, ARM error code, seconds ARM asked to wait or None)
-AttemptFailed = Callable[[str | None, int, str, float | None], None]
+#: (the pod or None, HTTP status, ARM error code, seconds ARM asked to wait or None)
+AttemptFailed = Callable[[Pod | None, int, str, float | None], None]
 
 
 def _transport_options(config: AzureConfig) -> dict[str, Any]:

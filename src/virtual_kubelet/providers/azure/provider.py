@@ -151,15 +151,14 @@ class AzureProvider(Provider):
 
     # --- ARM --------------------------------------------------------------------------------
 
-    def _attempt_failed(self, key: str | None, status: int, code: str, wait: float | None) -> None:
+    def _attempt_failed(self, pod: Pod | None, status: int, code: str, wait: float | None) -> None:
         """A throttled or failing ARM answer, retried by the SDK: said on the pod it was for."""
         after = f"; retrying in {wait:g} s as ARM asked" if wait is not None else "; retrying"
         message = f"ACI answered {status}{' ' + code if code else ''}{after}"
-        log.warning("ARM call%s: %s", f" for {key}" if key else "", message)
-        record = self.records.get(key) if key else None
-        if record is not None:
+        log.warning("ARM call%s: %s", f" for {key_of(pod)}" if pod else "", message)
+        if pod is not None:
             reason = "ARMThrottled" if status == 429 else "ARMServerError"
-            self.cluster.event(record.pod, "Warning", reason, message, key=f"arm-{status}")
+            self.cluster.event(pod, "Warning", reason, message, key=f"arm-{status}")
 
     async def _list_groups(self) -> list[m.ContainerGroup]:
         """This node's groups in the resource group (by their NodeName tag)."""
@@ -317,7 +316,7 @@ class AzureProvider(Provider):
             return  # already created (or adopted): never twice
         meta = pod["metadata"]
         name = naming.group_name(meta["namespace"], meta["name"])
-        token = arm.current_pod.set(key)
+        token = arm.current_pod.set(pod)
         try:
             try:
                 existing = await self.client.container_groups.get(self.config.resource_group, name)
@@ -374,7 +373,7 @@ class AzureProvider(Provider):
     async def _await_provisioning(self, key: str, record: Record, poller: Any) -> None:
         """Follow the create's long-running operation as ARM documents it; its final failure
         (after the SDK's retries) fails the pod with ARM's reason instead of leaving it Pending."""
-        token = arm.current_pod.set(key)
+        token = arm.current_pod.set(record.pod)
         try:
             record.group = await poller.result()
         except HttpResponseError as exc:
@@ -399,7 +398,7 @@ class AzureProvider(Provider):
         if record is None or (uid_of(pod) and uid_of(record.pod) != uid_of(pod)):
             raise NotFound(key)
         record.deleting = True
-        token = arm.current_pod.set(key)
+        token = arm.current_pod.set(record.pod)
         try:
             poller = await self.client.container_groups.begin_delete(
                 self.config.resource_group, record.group_name
