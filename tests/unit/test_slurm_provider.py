@@ -13,7 +13,12 @@ import yaml
 
 from virtual_kubelet.providers.slurm import jobs, script
 from virtual_kubelet.providers.slurm.config import SlurmConfig
-from virtual_kubelet.providers.slurm.node import capacity_of, parse_sinfo
+from virtual_kubelet.providers.slurm.node import (
+    capacity_of,
+    parse_sinfo,
+    unavailable,
+    unusable_reason,
+)
 from virtual_kubelet.providers.slurm.status import pod_status
 from virtual_kubelet.sdk import InvalidInput
 
@@ -195,6 +200,73 @@ def test_the_node_is_not_ready_while_no_node_of_the_partition_can_run_jobs(tmp_p
                 RuntimeError, match=r"no usable Slurm node in partition batch \(a down\*\)"
             ):
                 await provider.ping()
+        finally:
+            await provider.stop()
+
+    asyncio.run(body())
+
+
+def test_partition_and_node_state_say_whether_new_jobs_start_with_slurms_reason() -> None:
+    up = "a|4|8000|(null)|idle|batch*|up|none\nb|2|1000|(null)|mix|debug|up|none"
+    assert unavailable(parse_sinfo(up), "batch") is None
+    assert unavailable(parse_sinfo(up), None) is None
+
+    # A partition DOWN, DRAIN or INACTIVE takes no new job; the default one counts when none is
+    # configured, another partition's state does not.
+    closed = "a|4|8000|(null)|idle|batch*|down|none\nb|2|1000|(null)|idle|debug|inactive|none"
+    assert unavailable(parse_sinfo(closed), "batch") == (
+        "SlurmPartitionDown",
+        "Slurm partition batch is DOWN: no new job starts there (running ones go on)",
+    )
+    assert unavailable(parse_sinfo(closed), None) == (
+        "SlurmPartitionDown",
+        "Slurm partition batch is DOWN: no new job starts there (running ones go on)",
+    )
+    assert unavailable(parse_sinfo(closed), "debug") == (
+        "SlurmPartitionInactive",
+        "Slurm partition debug is INACTIVE: no new job starts there (running ones go on)",
+    )
+
+    # Drained nodes, with the admin's reason (which may hold the separator): not available, but
+    # not dead either (their jobs go on), so the node stays Ready.
+    drained = (
+        "a|4|8000|(null)|drain|batch|up|disk swap | rack 4\nb|4|8000|(null)|drng|batch|up|none"
+    )
+    nodes = parse_sinfo(drained)
+    assert nodes[0].reason == "disk swap | rack 4"
+    assert unavailable(nodes, "batch") == (
+        "SlurmNodesUnavailable",
+        "no Slurm node in partition batch takes new jobs (a drain (disk swap | rack 4), b drng)",
+    )
+    assert unusable_reason(nodes, "batch") is None
+
+    # Every node down: nothing runs, NotReady with the reason.
+    down = "a|4|8000|(null)|down*|batch|up|Not responding\nb|4|8000|(null)|fail|batch|up|psu"
+    assert unusable_reason(parse_sinfo(down), "batch") == (
+        "no usable Slurm node in partition batch (a down* (Not responding), b fail (psu))"
+    )
+
+
+def test_the_node_carries_a_slurm_available_condition(tmp_path: Path) -> None:
+    _fake_slurm(tmp_path / "bin", "a|4|8000|(null)|drain|batch|up|maintenance")
+    provider = _provider(tmp_path, {"bin_dir": str(tmp_path / "bin"), "partition": "batch"})
+
+    async def body() -> None:
+        await provider.start()
+        try:
+            node: dict[str, Any] = {"status": {"conditions": [{"type": "Ready"}]}}
+            await provider.configure_node(node)
+            await provider.ping()  # drained: still Ready
+            assert node["status"]["conditions"] == [
+                {"type": "Ready"},
+                {
+                    "type": "SlurmAvailable",
+                    "status": "False",
+                    "reason": "SlurmNodesUnavailable",
+                    "message": "no Slurm node in partition batch takes new jobs "
+                    "(a drain (maintenance))",
+                },
+            ]
         finally:
             await provider.stop()
 

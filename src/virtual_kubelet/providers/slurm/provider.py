@@ -37,10 +37,13 @@ from ...sdk.cri_log_files import stream_log
 from . import jobs, script
 from .cli import SlurmCallFailed, SlurmCli
 from .config import SlurmConfig
-from .node import capacity_of, parse_sinfo, unusable_reason
+from .node import SINFO_FORMAT, capacity_of, parse_sinfo, unavailable, unusable_reason
 from .status import pod_status
 
 log = logging.getLogger(__name__)
+
+#: The node condition saying whether new jobs can start in the partition (with Slurm's reason).
+AVAILABLE_CONDITION = "SlurmAvailable"
 
 
 @dataclass
@@ -88,6 +91,8 @@ class SlurmProvider(Provider):
         self.poller: asyncio.Task[None] | None = None
         self.capacity: dict[str, str] | None = None
         self.unusable: str | None = None  # why no node of the partition can run jobs
+        #: (reason, message) while no new job can start in the partition (the node condition).
+        self.unavailable: tuple[str, str] | None = None
         self.node: Node | None = None  # as last configured, for pushed capacity changes
         self.node_callback: NodeCallback | None = None
         self.refresher: asyncio.Task[None] | None = None
@@ -318,8 +323,10 @@ class SlurmProvider(Provider):
     # --- node -------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        """Healthy while Slurm answers the status poll and some node of the partition is usable
-        (the node goes NotReady with this message otherwise)."""
+        """Healthy while Slurm answers the status poll and some node of the partition can run
+        jobs (the node goes NotReady with this message otherwise). A drained node or a partition
+        set DOWN still runs its jobs: that is the SlurmAvailable condition, not NotReady, so
+        Kubernetes does not evict pods whose jobs go on."""
         if self.poll_error is not None:
             raise RuntimeError(f"Slurm does not answer: {self.poll_error}")
         if self.unusable is not None:
@@ -329,17 +336,21 @@ class SlurmProvider(Provider):
         self.node_callback = callback
 
     async def _read_nodes(self) -> bool:
-        """Capacity and usability from sinfo; whether the capacity changed."""
+        """Capacity, usability and availability from sinfo; whether the capacity or the
+        availability changed."""
         try:
-            text = await self.cli.run("sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G|%t|%P")
+            text = await self.cli.run("sinfo", "--noheader", "--Node", f"--format={SINFO_FORMAT}")
         except SlurmCallFailed as exc:
             log.warning("sinfo failed: %s", exc)
             return False
         nodes = parse_sinfo(text)
         self.unusable = unusable_reason(nodes, self.config.partition)
+        available = unavailable(nodes, self.config.partition)
         capacity = capacity_of(nodes, self.config.partition)
-        changed = capacity != self.capacity
-        self.capacity = capacity
+        changed = capacity != self.capacity or available != self.unavailable
+        if available != self.unavailable:
+            log.info("Slurm: %s", available[1] if available else "new jobs can start again")
+        self.capacity, self.unavailable = capacity, available
         return changed
 
     async def _refresh_node_forever(self) -> None:
@@ -363,6 +374,19 @@ class SlurmProvider(Provider):
         capacity["pods"] = str(self.config.max_pods)
         status["capacity"] = capacity
         status["allocatable"] = dict(capacity)
+        reason, message = self.unavailable or (
+            "SlurmPartitionUp",
+            "new jobs can start" + (f" in partition {p}" if (p := self.config.partition) else ""),
+        )
+        condition = {
+            "type": AVAILABLE_CONDITION,
+            "status": "False" if self.unavailable else "True",
+            "reason": reason,
+            "message": message,
+        }
+        conditions = status.setdefault("conditions", [])
+        conditions[:] = [c for c in conditions if c.get("type") != AVAILABLE_CONDITION]
+        conditions.append(condition)
         info = status.setdefault("nodeInfo", {})
         info["containerRuntimeVersion"] = "slurm://"
         node.setdefault("spec", {})["providerID"] = f"slurm://{self.context.node_name}"
