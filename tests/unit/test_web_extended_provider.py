@@ -215,6 +215,57 @@ def test_the_status_stream_resyncs_after_a_drop(tmp_path: Path) -> None:
     )
 
 
+def test_a_status_pushed_before_the_create_is_answered_still_gets_a_lost_pod_back(
+    tmp_path: Path,
+) -> None:
+    """The backend pushes the new pod Running on its stream before it answers POST /createPod
+    (the stream and the create are two connections: either may arrive first). That status
+    counts: when the backend later restarts without the pod, the provider creates it again."""
+    creates: asyncio.Queue[str] = asyncio.Queue()
+    running_seen = asyncio.Event()
+    streams: list[asyncio.Queue[bytes | None]] = []
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        streams.append(queue)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse("synced", {}))  # every connection: no pods (a fresh backend)
+        while (frame := await queue.get()) is not None:
+            await response.write(frame)
+        return response  # the backend "restarts": the stream ends, its pods are gone
+
+    async def create_pod(request: web.Request) -> web.Response:
+        pod = await request.json()
+        creates.put_nowait(pod["metadata"]["uid"])
+        if len(streams) == 1:
+            streams[0].put_nowait(sse("pod", status_of("p", "u1", "Running")))
+            await running_seen.wait()  # the provider has the status before the answer
+        return web.Response(status=201)
+
+    async def check(provider: ExtendedWebProvider) -> None:
+        def pushed(pod: Pod) -> None:
+            if pod.get("status", {}).get("phase") == "Running":
+                running_seen.set()
+
+        provider.notify_pods(pushed)
+        assert provider._stream is not None
+        await asyncio.wait_for(provider._stream.synced.wait(), 10)
+        await provider.create_pod(
+            {"metadata": {"namespace": "ns", "name": "p", "uid": "u1"}, "spec": {}}
+        )
+        assert await asyncio.wait_for(creates.get(), 10) == "u1"
+        streams[0].put_nowait(None)
+        assert await asyncio.wait_for(creates.get(), 10) == "u1"  # given back
+
+    run_with(
+        tmp_path,
+        {"/capabilities": capabilities("watch"), "/watch": watch, "/createPod": create_pod},
+        check,
+        extended={"reconnect_max_interval": 0.2},
+    )
+
+
 def test_a_silent_stream_is_reopened_and_the_node_turns_unready_when_it_stays_down(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,13 @@ waiting reasons).
 
 Status goes to the status subresource by strategic-merge PATCH carrying `metadata.uid` (see
 `status.py`), never by a full PUT. A finished pod's status is never overwritten.
+
+A patch carries only what differs from the pod as the API server has it. The pod cache (the
+reflector) lags behind our own writes, so the base of that difference is the newer (by
+resourceVersion) of the cached pod and the pod as our last PATCH returned it: diffing against the
+cache alone drops a field that went A -> B -> A faster than the watch delivered B (after a backend
+restart: phase Running, then Pending written, then Running left out of the patch because the
+cache still said Running, so the pod stayed Pending with a running container).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class StatusWriter:
         self.queue = WorkQueue("pod-status", base_delay=0.1, max_delay=10.0)
         #: key -> (uid, status): the newest status the provider reported, not yet written
         self._reported: dict[str, tuple[str, PodStatus]] = {}
+        #: key -> the pod as our last status PATCH returned it, until the cache has caught up
+        self._written: dict[str, Pod] = {}
 
     def report(self, key: str, uid: str, status: PodStatus) -> None:
         """The provider's newest status of the pod `key` (with `uid`); written soon."""
@@ -49,6 +58,7 @@ class StatusWriter:
     def forget(self, key: str) -> None:
         """The pod is gone: drop a status not yet written."""
         self._reported.pop(key, None)
+        self._written.pop(key, None)
 
     async def run(self) -> None:
         await run_workers(self.queue, self._workers, self._write)
@@ -64,6 +74,7 @@ class StatusWriter:
         pod = self._api_pod(key)
         if pod is None or (uid and uid_of(pod) != uid):
             return
+        pod = self._freshest(key, pod)
         if pod.get("status", {}).get("phase") in TERMINAL:
             return  # a finished pod never starts again
         if (
@@ -91,7 +102,7 @@ class StatusWriter:
         raised, with `raise_errors`)."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         try:
-            await self.client.patch(
+            written = await self.client.patch(
                 path("v1", "pods", namespace, name, "status"), patch, "strategic"
             )
         except ApiError as exc:
@@ -99,3 +110,44 @@ class StatusWriter:
                 raise
             if not (exc.not_found or exc.conflict):
                 log.warning("status patch of %s/%s failed: %s", namespace, name, exc)
+            return
+        if isinstance(written, dict) and _resource_version(written) is not None:
+            self._remember(f"{namespace}/{name}", written)
+
+    def _remember(self, key: str, written: Pod) -> None:
+        """Keep `written` as the base of the next diff, unless an answer to a later write (the
+        reconciler patches too, concurrently) is already kept."""
+        kept = self._written.get(key)
+        if (
+            kept is None
+            or uid_of(kept) != uid_of(written)
+            or (_resource_version(kept) or 0) < (_resource_version(written) or 0)
+        ):
+            self._written[key] = written
+
+    def _freshest(self, key: str, cached: Pod) -> Pod:
+        """`cached`, or the pod as our last PATCH returned it where the cache has not caught up
+        with that write yet."""
+        written = self._written.get(key)
+        if written is None:
+            return cached
+        ours, theirs = _resource_version(written), _resource_version(cached)
+        if (
+            uid_of(written) == uid_of(cached)
+            and ours is not None
+            and theirs is not None
+            and theirs < ours
+        ):
+            return written
+        del self._written[key]  # the cache has our write (or a newer one, or another pod)
+        return cached
+
+
+def _resource_version(pod: Pod) -> int | None:
+    """The pod's resourceVersion as a number. Kubernetes calls it opaque, but every API server
+    backed by etcd hands out etcd's revision, a growing integer; anything else reads as unknown
+    (None), and then the cache is trusted as before."""
+    try:
+        return int(pod["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None

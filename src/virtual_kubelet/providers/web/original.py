@@ -125,10 +125,14 @@ class WebProvider(Provider):
 
     async def create_pod(self, pod: Pod) -> None:
         key = key_of(pod)
-        check(await self.transport.request("POST", "/createPod", body=pod), _redactor(pod))
-        self._pods[key] = deep_copy(pod)
+        # What was heard of an earlier run is forgotten before asking, not after the answer: a
+        # backend that pushes (mode: extended) may report the new pod's first statuses on its
+        # stream before it answers the create, and those must count (they make the pod one to
+        # give back should the backend lose it).
         self._seen.discard(key)
         self._phases.pop(key, None)
+        check(await self.transport.request("POST", "/createPod", body=pod), _redactor(pod))
+        self._pods[key] = deep_copy(pod)
 
     async def update_pod(self, pod: Pod) -> None:
         key = key_of(pod)
