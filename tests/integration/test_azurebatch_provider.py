@@ -158,7 +158,7 @@ def test_a_deployment_runs_on_container_tasks_with_env_logs_and_deletion(
     assert len(tasks) == 2
     for p in pods:
         uid = p["metadata"]["uid"]
-        task = tasks[f"pod-{uid}"]
+        task = tasks[f"pod-{uid}-0"]
         assert task.state == "running"  # the status the pod shows came from the service
         container = p["status"]["containerStatuses"][0]
         assert container["ready"] is True
@@ -178,7 +178,7 @@ def test_a_deployment_runs_on_container_tasks_with_env_logs_and_deletion(
     devcluster.kubectl("delete", "deployment", "web", "-n", kube_namespace, "--wait=false")
     wait_until(lambda: not batch_server.tasks_of(job), 60, "both tasks deleted from Batch")
     for p in pods:
-        task_path = f"/jobs/{job}/tasks/pod-{p['metadata']['uid']}"
+        task_path = f"/jobs/{job}/tasks/pod-{p['metadata']['uid']}-0"
         assert batch_server.count("POST", f"^{task_path}/terminate$", 204) == 1
         assert batch_server.count("DELETE", f"^{task_path}$", 200) == 1
     # one list call per poll for the whole job, never one call per pod
@@ -289,7 +289,7 @@ def test_a_restarted_agent_adopts_its_tasks_without_adding_them_twice(
     uid = (pod(devcluster, kube_namespace, "steady") or {})["metadata"]["uid"]
     again = _phase(devcluster, kube_namespace, "steady", "Running")
     assert again["containerStatuses"][0]["state"] == first["containerStatuses"][0]["state"]
-    assert list(batch_server.tasks_of(job)) == [f"pod-{uid}"]
+    assert list(batch_server.tasks_of(job)) == [f"pod-{uid}-0"]
     assert batch_server.count("POST", f"^/jobs/{job}/tasks$", 201) == 1
     assert batch_server.count("POST", f"^/jobs/{job}/tasks$", 409) == 0
     assert devcluster.kubectl("logs", "-n", kube_namespace, "steady").stdout == "up\n"

@@ -49,16 +49,18 @@ from .status import pod_status, state_of
 
 log = logging.getLogger(__name__)
 
-#: Volume kinds a Batch task cannot see (the agent's files are not on the pool's nodes).
-_UNSUPPORTED_VOLUMES = ("configMap", "secret", "hostPath", "persistentVolumeClaim", "nfs", "csi")
+#: Volumes made of API objects: accepted, but a Batch task cannot see them (the agent's files are
+#: not on the pool's nodes); their values reach a task only through env.
+_UNMOUNTED_VOLUMES = ("configMap", "secret", "downwardAPI", "projected", "emptyDir")
 
 
 @dataclass
 class Record:
-    """A pod this provider runs: the pod as kept (env values blanked) and its task id."""
+    """A pod this provider runs: the pod as kept (env values blanked) and its tasks, one per
+    container in order."""
 
     pod: Pod
-    task_id: str
+    task_ids: list[str]
     deleting: bool = False
 
 
@@ -125,7 +127,7 @@ class AzureBatchProvider(Provider):
             except (OSError, ValueError):
                 log.warning("skipping unreadable %s", pod_file)
                 continue
-            self.records[key_of(pod)] = Record(pod=pod, task_id=tasks.task_id(pod))
+            self.records[key_of(pod)] = Record(pod=pod, task_ids=tasks.task_ids(pod))
         await self.poll()
         self.poller = asyncio.create_task(self._poll_forever(), name="azurebatch-poll")
 
@@ -250,7 +252,8 @@ class AzureBatchProvider(Provider):
             pod = self._with_status(record)
             status = pod["status"]
             shown = json.dumps(
-                [status["phase"], status["containerStatuses"][0]["state"]], sort_keys=True
+                [status["phase"], [c["state"] for c in status["containerStatuses"]]],
+                sort_keys=True,
             )
             if self.reported.get(key) != shown:
                 self.reported[key] = shown
@@ -258,23 +261,34 @@ class AzureBatchProvider(Provider):
 
     def _with_status(self, record: Record) -> Pod:
         pod: Pod = deep_copy(record.pod)
-        task = self.tasks.get(record.task_id)
+        found = [self.tasks.get(t) for t in record.task_ids]
         why = ""
-        if task is None and self.polled_once:
+        if None in found and self.polled_once:
             why = "task added, not yet listed by Batch"
-        pod["status"] = pod_status(record.pod, task, self.context.internal_ip, why)
+        refs = [f"{self.job_id}/{t}" for t in record.task_ids]
+        pod["status"] = pod_status(record.pod, found, refs, self.context.internal_ip, why)
         return pod
 
     # --- pods -------------------------------------------------------------------------------
 
     def _check(self, pod: Pod) -> None:
+        unmounted = []
         for volume in pod["spec"].get("volumes") or []:
-            kind = next((k for k in _UNSUPPORTED_VOLUMES if k in volume), None)
-            if kind is not None:
+            kind = next((k for k in _UNMOUNTED_VOLUMES if k in volume), None)
+            if kind is None:
+                other = next((k for k in volume if k != "name"), "unknown")
                 raise InvalidInput(
-                    f"volume {volume.get('name')!r}: azurebatch cannot mount {kind} volumes "
-                    "into a Batch task (pass values as env instead)"
+                    f"volume {volume.get('name')!r}: azurebatch cannot give a Batch task {other} "
+                    "volumes (use the pool's mount configuration, or env)"
                 )
+            if kind != "projected" or not str(volume.get("name", "")).startswith("kube-api-access"):
+                unmounted.append(volume.get("name"))
+        if unmounted:
+            log.warning(
+                "pod %s: volumes %s are not mounted: Batch tasks cannot see the agent's files",
+                key_of(pod),
+                ", ".join(str(n) for n in unmounted),
+            )
 
     async def create_pod(self, pod: Pod) -> None:
         key = key_of(pod)
@@ -283,24 +297,24 @@ class AzureBatchProvider(Provider):
             return  # added (or adopted) already: never twice
         self._check(pod)
         use_containers = await self._containers()
-        task = tasks.build(pod, self.config, use_containers)
+        built = tasks.build(pod, self.config, use_containers)
         await self._ensure_job()
         kept = _kept(pod)
         kept["status"] = {"startTime": rfc3339()}
-        record = Record(pod=kept, task_id=task.id)
         pod_file = self.root / f"{uid_of(pod)}.json"
         pod_file.write_text(json.dumps(kept))  # before the add: a crash in between is adopted
-        try:
-            await self.client.create_task(self.job_id, task)
-            log.info("pod %s is Batch task %s in job %s", key, task.id, self.job_id)
-        except HttpResponseError as exc:
-            if code_of(exc) == "TaskExists":
-                log.info("pod %s: task %s exists already, adopting it", key, task.id)
-            else:
+        for task in built:
+            try:
+                await self.client.create_task(self.job_id, task)
+                log.info("pod %s: added Batch task %s to job %s", key, task.id, self.job_id)
+            except HttpResponseError as exc:
+                if code_of(exc) == "TaskExists":
+                    log.info("pod %s: task %s exists already, adopting it", key, task.id)
+                    continue
                 if status_of(exc) == 400:
                     pod_file.unlink(missing_ok=True)
                 raise self._failed(exc, f"adding task {task.id}") from None
-        self.records[key] = record
+        self.records[key] = Record(pod=kept, task_ids=[t.id for t in built])
         self.poll_now.set()
 
     async def update_pod(self, pod: Pod) -> None:
@@ -316,20 +330,21 @@ class AzureBatchProvider(Provider):
         if record is None or uid_of(record.pod) != uid_of(pod):
             raise NotFound(key)
         record.deleting = True
-        task = self.tasks.get(record.task_id)
         try:
-            if task is None or state_of(task) != "completed":
+            for task_id in record.task_ids:
+                task = self.tasks.get(task_id)
+                if task is None or state_of(task) != "completed":
+                    with contextlib.suppress(ResourceNotFoundError):
+                        await self.client.terminate_task(self.job_id, task_id)
                 with contextlib.suppress(ResourceNotFoundError):
-                    await self.client.terminate_task(self.job_id, record.task_id)
-            with contextlib.suppress(ResourceNotFoundError):
-                await self.client.delete_task(self.job_id, record.task_id)
+                    await self.client.delete_task(self.job_id, task_id)
+                self.tasks.pop(task_id, None)
         except HttpResponseError as exc:
             record.deleting = False
-            raise self._failed(exc, f"deleting task {record.task_id}") from None
-        log.info("pod %s: Batch task %s terminated and deleted", key, record.task_id)
+            raise self._failed(exc, f"deleting the tasks of {key}") from None
+        log.info("pod %s: its Batch tasks are terminated and deleted", key)
         self.records.pop(key, None)
         self.reported.pop(key, None)
-        self.tasks.pop(record.task_id, None)
         (self.root / f"{uid_of(pod)}.json").unlink(missing_ok=True)
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
@@ -369,32 +384,33 @@ class AzureBatchProvider(Provider):
 
     # --- kubelet API ------------------------------------------------------------------------
 
-    def _record_for(self, namespace: str, pod: str, container: str) -> Record:
+    def _task_for(self, namespace: str, pod: str, container: str) -> str:
         record = self.records.get(f"{namespace}/{pod}")
         if record is None:
             raise NotFound(f"pod {namespace}/{pod}")
-        if container not in [c["name"] for c in record.pod["spec"].get("containers") or []]:
+        names = [c["name"] for c in record.pod["spec"].get("containers") or []]
+        if container not in names:
             raise NotFound(f"container {container} in pod {namespace}/{pod}")
-        return record
+        return record.task_ids[names.index(container)]
 
     async def get_container_logs(
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
-        record = self._record_for(namespace, pod, container)
+        task_id = self._task_for(namespace, pod, container)
         key = f"{namespace}/{pod}"
 
         def finished() -> bool:
-            task = self.tasks.get(record.task_id)
+            task = self.tasks.get(task_id)
             return key not in self.records or (task is not None and state_of(task) == "completed")
 
         if not options.follow:
-            data = await read_files(self.client, self.job_id, record.task_id)
+            data = await read_files(self.client, self.job_id, task_id)
             yield _tail(data, options)
             return
         async for chunk in follow_files(
             self.client,
             self.job_id,
-            record.task_id,
+            task_id,
             finished,
             self.config.poll_seconds,
             options,

@@ -1,5 +1,6 @@
-"""A Batch task as a pod status: active/preparing -> Pending, running -> Running, completed ->
-Succeeded or Failed by the exit code and the failure information."""
+"""Batch tasks as a pod status, one task per container: active/preparing -> waiting (Pending),
+running -> running, completed -> terminated with the exit code and failure information. The pod is
+Succeeded when every task completed with 0, Failed when every task completed and one did not."""
 
 from __future__ import annotations
 
@@ -22,67 +23,95 @@ def _time(value: datetime.datetime | None) -> str | None:
     return None if value is None else rfc3339(value)
 
 
-def _conditions(phase: str, since: str) -> list[dict[str, Any]]:
-    ready = "True" if phase == "Running" else "False"
-    scheduled = "True"
-    return [
-        {"type": "PodScheduled", "status": scheduled, "lastTransitionTime": since},
-        {"type": "Initialized", "status": "True", "lastTransitionTime": since},
-        {"type": "ContainersReady", "status": ready, "lastTransitionTime": since},
-        {"type": "Ready", "status": ready, "lastTransitionTime": since},
-    ]
+def _succeeded(task: models.BatchTask | None) -> bool:
+    info = task.execution_info if task is not None else None
+    return info is not None and info.exit_code == 0 and info.failure_info is None
 
 
-def pod_status(pod: Pod, task: models.BatchTask | None, host_ip: str, why: str = "") -> PodStatus:
-    """The status of `pod` whose task is `task` (None: added, not yet seen by a poll)."""
-    container = pod["spec"]["containers"][0]
-    started = pod.get("status", {}).get("startTime") or rfc3339()
-    base: dict[str, Any] = {
+def container_status(
+    container: dict[str, Any], task: models.BatchTask | None, task_ref: str, started: str, why: str
+) -> dict[str, Any]:
+    """One container's status from its task (None: added, not yet listed)."""
+    shown: dict[str, Any] = {
         "name": container["name"],
         "image": container.get("image", ""),
         "imageID": "",
+        "containerID": f"azurebatch://{task_ref}",
         "restartCount": 0,
         "ready": False,
+        "started": False,
     }
     state = state_of(task)
     info = task.execution_info if task is not None else None
-    if task is None or state in ("active", "preparing"):
+    if state in ("active", "preparing"):
         reason = "TaskPreparing" if state == "preparing" else "TaskQueued"
-        message = why or f"Batch task is {state}"
-        phase = "Pending"
-        base["state"] = {"waiting": {"reason": reason, "message": message}}
+        shown["state"] = {"waiting": {"reason": reason, "message": why or f"Batch task is {state}"}}
     elif state == "running":
-        phase = "Running"
-        base["ready"] = True
-        base["started"] = True
-        base["state"] = {
-            "running": {"startedAt": _time(info.start_time if info else None) or started}
-        }
+        shown["ready"] = shown["started"] = True
+        begun = _time(info.start_time if info else None) or started
+        shown["state"] = {"running": {"startedAt": begun}}
     else:
         exit_code = info.exit_code if info is not None else None
         failure = info.failure_info if info is not None else None
         terminated: dict[str, Any] = {
             "exitCode": exit_code if exit_code is not None else 1,
             "startedAt": _time(info.start_time if info else None) or started,
-            "finishedAt": _time(info.end_time if info else None) or rfc3339(),
+            "finishedAt": _time(info.end_time if info else None) or started,
+            "containerID": shown["containerID"],
         }
         if failure is not None:
             terminated["reason"] = failure.code or "TaskFailed"
             terminated["message"] = failure.message or ""
-        elif exit_code == 0:
-            terminated["reason"] = "Completed"
         else:
-            terminated["reason"] = "Error"
-        phase = "Succeeded" if exit_code == 0 and failure is None else "Failed"
-        base["state"] = {"terminated": terminated}
-    since = _time(task.state_transition_time if task is not None else None) or started
+            terminated["reason"] = "Completed" if exit_code == 0 else "Error"
+        shown["state"] = {"terminated": terminated}
+    return shown
+
+
+def _phase(states: list[str], tasks: list[models.BatchTask | None]) -> str:
+    if all(s == "completed" for s in states):
+        return "Succeeded" if all(_succeeded(t) for t in tasks) else "Failed"
+    if all(s in ("running", "completed") for s in states):
+        return "Running"
+    return "Pending"
+
+
+def pod_status(
+    pod: Pod,
+    tasks: list[models.BatchTask | None],
+    refs: list[str],
+    host_ip: str,
+    why: str = "",
+) -> PodStatus:
+    """The status of `pod` whose containers' tasks are `tasks` (named `refs`), in order."""
+    containers = pod["spec"]["containers"]
+    started = pod.get("status", {}).get("startTime") or rfc3339()
+    statuses = [
+        container_status(c, t, r, started, why)
+        for c, t, r in zip(containers, tasks, refs, strict=True)
+    ]
+    phase = _phase([state_of(t) for t in tasks], tasks)
+    ready = "True" if phase == "Running" and all(s["ready"] for s in statuses) else "False"
+    moments = [t.state_transition_time for t in tasks if t is not None]
+    since = _time(max(moments)) if moments else started
     status: PodStatus = {
         "phase": phase,
         "startTime": started,
         "hostIP": host_ip,
-        "conditions": _conditions(phase, since),
-        "containerStatuses": [base],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": since},
+            {"type": "Ready", "status": ready, "lastTransitionTime": since},
+        ],
+        "containerStatuses": statuses,
     }
-    if phase in ("Succeeded", "Failed") and base["state"]["terminated"].get("message"):
-        status["message"] = base["state"]["terminated"]["message"]
+    if phase == "Failed":
+        messages = [
+            f"{s['name']}: {s['state']['terminated']['message']}"
+            for s in statuses
+            if s["state"]["terminated"].get("message")
+        ]
+        if messages:
+            status["message"] = "; ".join(messages)
     return status

@@ -31,28 +31,22 @@ def job_id(config: AzureBatchConfig, node_name: str) -> str:
     return f"{clean[: _ID_MAX - 11]}-{digest}"
 
 
-def task_id(pod: Pod) -> str:
-    """A pod's task: named by its UID, so a restarted agent finds it and never adds it twice."""
-    return f"pod-{uid_of(pod)}"
+def task_ids(pod: Pod) -> list[str]:
+    """The pod's tasks, one per container, named by the pod UID and the container's index: a
+    restarted agent finds them and never adds them twice."""
+    return [f"pod-{uid_of(pod)}-{i}" for i, _ in enumerate(pod["spec"].get("containers") or [])]
 
 
-def uid_of_task(task_id_: str) -> str | None:
-    return task_id_[4:] if task_id_.startswith("pod-") else None
-
-
-def _container(pod: Pod) -> dict[str, Any]:
+def _containers(pod: Pod) -> list[dict[str, Any]]:
     spec = pod["spec"]
     if spec.get("initContainers"):
         raise InvalidInput(
-            "azurebatch runs one container per pod: init containers are not supported"
+            "azurebatch cannot run init containers: Batch has no order between a pod's tasks"
         )
-    containers = spec.get("containers") or []
-    if len(containers) != 1:
-        raise InvalidInput(
-            f"azurebatch runs one container per pod (a Batch task); this pod has {len(containers)}"
-        )
-    container: dict[str, Any] = containers[0]
-    return container
+    containers: list[dict[str, Any]] = spec.get("containers") or []
+    if not containers:
+        raise InvalidInput("the pod has no containers")
+    return containers
 
 
 def command_line(container: dict[str, Any], use_containers: bool) -> str:
@@ -81,34 +75,35 @@ def required_slots(container: dict[str, Any], config: AzureBatchConfig) -> int |
 
 def build(
     pod: Pod, config: AzureBatchConfig, use_containers: bool
-) -> models.BatchTaskCreateOptions:
-    """The task to add for `pod` (its env holds resolved values: never log the result)."""
-    container = _container(pod)
-    env = [
-        models.EnvironmentSetting(name=e["name"], value=str(e.get("value") or ""))
-        for e in container.get("env") or []
-    ]
-    settings = None
-    if use_containers:
-        settings = models.BatchTaskContainerSettings(
-            image_name=container["image"],
-            container_run_options=config.container_run_options or None,
-        )
+) -> list[models.BatchTaskCreateOptions]:
+    """The tasks to add for `pod`, one per container (their env holds resolved values: never log
+    them)."""
     meta = pod["metadata"]
-    task = models.BatchTaskCreateOptions(
-        id=task_id(pod),
-        display_name=f"{meta['namespace']}/{meta['name']}"[:1024],
-        command_line=command_line(container, use_containers),
-        container_settings=settings,
-        environment_settings=env or None,
-        required_slots=required_slots(container, config),
-    )
     deadline = pod["spec"].get("activeDeadlineSeconds")
-    if deadline:
-        task.constraints = models.BatchTaskConstraints(
-            max_wall_clock_time=datetime.timedelta(seconds=int(deadline)),
-            max_task_retry_count=0,
+    built = []
+    for container, task_id in zip(_containers(pod), task_ids(pod), strict=True):
+        env = [
+            models.EnvironmentSetting(name=e["name"], value=str(e.get("value") or ""))
+            for e in container.get("env") or []
+        ]
+        settings = None
+        if use_containers:
+            settings = models.BatchTaskContainerSettings(
+                image_name=container["image"],
+                container_run_options=config.container_run_options or None,
+            )
+        constraints = models.BatchTaskConstraints(max_task_retry_count=0)
+        if deadline:
+            constraints.max_wall_clock_time = datetime.timedelta(seconds=int(deadline))
+        built.append(
+            models.BatchTaskCreateOptions(
+                id=task_id,
+                display_name=f"{meta['namespace']}/{meta['name']}/{container['name']}"[:1024],
+                command_line=command_line(container, use_containers),
+                container_settings=settings,
+                environment_settings=env or None,
+                required_slots=required_slots(container, config),
+                constraints=constraints,
+            )
         )
-    else:
-        task.constraints = models.BatchTaskConstraints(max_task_retry_count=0)
-    return task
+    return built
