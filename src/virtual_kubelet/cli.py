@@ -521,6 +521,64 @@ def version() -> None:
     click.echo(f"virtual-kubelet {__version__} (Python {platform.python_version()})")
 
 
+@main.command("remove-node")
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    help="kubeconfig file [default: $KUBECONFIG, "
+    "then ~/.kube/config, then the in-cluster service account]",
+)
+@click.option("--nodename", required=True, help="The virtual node to remove.")
+@click.option(
+    "--deployment",
+    metavar="NAMESPACE/NAME",
+    help="The agents' Deployment, scaled to 0 before the node is deleted (else it must be stopped).",
+)
+@click.option(
+    "--drain-timeout",
+    default="120s",
+    show_default=True,
+    help="How long the node's pods get to stop; those left are then deleted with grace period 0.",
+)
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
+def remove_node(
+    kubeconfig: str | None,
+    nodename: str,
+    deployment: str | None,
+    drain_timeout: str,
+    log_level: str,
+) -> None:
+    """Remove a virtual node for good (the chart runs it on `helm uninstall`): cordon it, delete
+    its pods and wait until they stop, scale the agents' Deployment to 0, delete the Node.
+    An agent that stops never deletes its node by itself: pods survive restarts and upgrades."""
+    from .kube import config as kube_config
+    from .kube.client import KubeClient
+    from .node.removal import Removal, RemovalError, remove
+
+    setup_logging(log_level.upper(), "text")
+    target: tuple[str, str] | None = None
+    if deployment is not None:
+        namespace, _, name = deployment.partition("/")
+        if not namespace or not name:
+            raise click.BadParameter("expected NAMESPACE/NAME", param_hint="--deployment")
+        target = (namespace, name)
+    removal = Removal(nodename, target, _duration(drain_timeout, "--drain-timeout"))
+    try:
+        config = kube_config.load(kubeconfig)
+    except kube_config.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def run() -> list[str]:
+        async with KubeClient(config, name="remove-node") as client:
+            return await remove(client, removal)
+
+    try:
+        forced = asyncio.run(run())
+    except RemovalError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"node {nodename} removed" + (f" ({len(forced)} pods forced)" if forced else ""))
+
+
 @main.command()
 @click.argument("name", required=False)
 def providers(name: str | None) -> None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
-from virtual_kubelet.devcluster import DevCluster
+from virtual_kubelet.devcluster import DevCluster, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.containerd import Containerd
 from virtual_kubelet.devcluster.image import BuiltImage, ImageBuilder, ImageBuildError, import_into
@@ -87,7 +88,7 @@ def _left_over(cluster: DevCluster, namespace: str, release: str, node: str) -> 
     selector = f"app.kubernetes.io/instance={release}"
     names = cluster.kubectl(
         "get",
-        "all,configmaps,secrets,serviceaccounts,leases,jobs",
+        "all,configmaps,secrets,serviceaccounts,leases,jobs,roles,rolebindings",
         "-n",
         namespace,
         "-l",
@@ -140,9 +141,46 @@ def test_the_built_image_runs_the_agent_in_cluster_on_the_cri_provider(
         )  # fmt: skip
         assert whoami.stdout.split() == ["65532", "/opt/virtual-kubelet/bin/python3"]
     finally:
+        started = time.monotonic()
         uninstalled = run_helm(
             helm, "uninstall", release, "-n", kube_namespace, *kubeconfig, "--wait",
-            "--timeout=120s",
+            "--timeout=180s",
         )  # fmt: skip
+        print(f"helm uninstall took {time.monotonic() - started:.0f} s")
+    try:
+        assert uninstalled.returncode == 0, uninstalled.stderr + _hook_log(
+            devcluster, kube_namespace
+        )
+        _check_removed(devcluster, kube_namespace, release, node)
+    finally:
         devcluster.kubectl("delete", "node", node, "--wait=false", check=False)
-    assert uninstalled.returncode == 0, uninstalled.stderr
+
+
+def _hook_log(cluster: DevCluster, namespace: str) -> str:
+    return cluster.kubectl(
+        "logs", "-n", namespace, "-l", "app.kubernetes.io/component=remove-node", "--tail=-1",
+        check=False,
+    ).stdout  # fmt: skip
+
+
+def _check_removed(cluster: DevCluster, namespace: str, release: str, node: str) -> None:
+    """After `helm uninstall`: the node, its heartbeat Lease, its pod and every object of the
+    release (the pre-delete hook's included) are gone."""
+
+    def missing(*args: str) -> bool:
+        result = cluster.kubectl("get", *args, "-o", "name", check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    # The pre-delete hook deleted it before helm returned: no waiting for the Node itself.
+    assert missing("node", node), "the node is still there after helm uninstall"
+    assert missing("pod", "hello", "-n", namespace), "its pod was not removed"
+    wait_until(
+        lambda: missing("lease", node, "-n", "kube-node-lease"),
+        60,
+        "the node's Lease to be garbage-collected",
+    )
+    wait_until(
+        lambda: not _left_over(cluster, namespace, release, node),
+        60,
+        "everything the chart created to be gone",
+    )
