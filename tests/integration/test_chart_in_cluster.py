@@ -307,9 +307,10 @@ def test_two_replicas_survive_kill_9_of_the_leader(
                 GRACE_S + 30,
                 "the node-monitor grace period to pass with heartbeats",
             )
-        # The killed leader's container was restarted by then, as a new candidate: the standby,
-        # which had been watching the Lease all along, won it.
-        assert not new_leader.startswith(leader_pod), (leader, new_leader)
+        # Either replica may hold the Lease now: the standby, or the killed leader's container
+        # restarted as a new candidate (a new identity) that reached the expired Lease first.
+        # What matters to the operator is a new holder within the bound, no NotReady, no restarts.
+        assert new_leader.rsplit("_", 1)[0] in {p["metadata"]["name"] for p in agents}, new_leader
         assert set(watch.ready_seen) == {"True"}, watch.ready_seen
         assert watch.longest_heartbeat_gap() < GRACE_S, watch.renewals
         assert states() == before, "the pods were restarted"

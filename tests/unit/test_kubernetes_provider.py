@@ -11,12 +11,16 @@ import pytest
 from virtual_kubelet.providers.kubernetes.config import PodRewriteConfig, load_config
 from virtual_kubelet.providers.kubernetes.naming import (
     OWNER_LABEL,
+    SOURCE_NAME,
+    SOURCE_NAMESPACE,
     SOURCE_UID,
     NamespaceMapper,
     owner_value,
 )
+from virtual_kubelet.providers.kubernetes.remote_pods import RemotePods
 from virtual_kubelet.providers.kubernetes.rewrite import references, source_view, target_pod
 from virtual_kubelet.sdk import SPEC_HASH_ANNOTATION, InvalidInput, ProviderConfigError
+from virtual_kubelet.sdk.kube_api import ClientConfig, KubeClient
 
 
 def _config(tmp_path: Path, doc: dict[str, Any]) -> Path:
@@ -353,3 +357,55 @@ def test_capacity_is_fixed_or_from_a_quota_not_both(tmp_path: Path) -> None:
     }
     with pytest.raises(ProviderConfigError, match="not both"):
         load_config(_config(tmp_path, doc))
+
+
+def _remote_pod(uid: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "team-kit",
+            "name": "web",
+            "uid": uid,
+            "annotations": {SOURCE_NAMESPACE: "team", SOURCE_NAME: "web"},
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def test_the_end_of_our_own_remote_deletion_asks_the_agent_to_look_again() -> None:
+    """The agent waits for the provider's word after asking for a deletion; when the remote pod
+    leaves the target after the agent's last look, that word must come (a pod without `status`),
+    or the source pod lingers until its whole grace period is spent."""
+    gone: list[str] = []
+    seen: list[dict[str, Any]] = []
+    remote = RemotePods(
+        KubeClient(ClientConfig(server="http://127.0.0.1:9", source="test")),
+        "owner",
+        "10.0.0.1",
+        gone.append,
+    )
+    remote.notify(seen.append)
+    remote._seen(_remote_pod("r-1"))
+    remote.deleting.add("team/web")
+    remote._gone(_remote_pod("r-1"))
+
+    assert gone == ["team/web"]
+    assert remote.get("team/web") is None
+    last = seen[-1]
+    assert (last["metadata"]["namespace"], last["metadata"]["name"]) == ("team", "web")
+    assert "status" not in last, "a deletion we asked for is not reported as a lost pod"
+    assert "team/web" not in remote.deleting
+
+
+def test_a_remote_pod_deleted_by_someone_else_is_reported_failed() -> None:
+    seen: list[dict[str, Any]] = []
+    remote = RemotePods(
+        KubeClient(ClientConfig(server="http://127.0.0.1:9", source="test")),
+        "owner",
+        "10.0.0.1",
+        lambda key: None,
+    )
+    remote.notify(seen.append)
+    remote._seen(_remote_pod("r-1"))
+    remote._gone(_remote_pod("r-1"))
+
+    assert seen[-1]["status"]["phase"] == "Failed"

@@ -126,8 +126,10 @@ class Provider(abc.ABC):
 
     def notify_pods(self, callback: PodCallback) -> None:
         """Push mode: store `callback` and call it with the whole pod (metadata + status) whenever
-        a pod's status changes. It never blocks. Providers without it (see `capabilities()`) are
-        polled through `get_pod_status`."""
+        a pod's status changes. It never blocks. A pod dict without `status` writes nothing and
+        only asks the agent to look at the pod again (say, a pod being deleted is gone from the
+        backend: the agent calls `get_pod`, gets None and removes the API object at once).
+        Providers without it (see `capabilities()`) are polled through `get_pod_status`."""
         raise NotImplementedError
 
     def wants_volume_files(self) -> bool:

@@ -107,6 +107,12 @@ class RemotePods:
         self._on_gone(key)
         if key in self.deleting:
             self.deleting.discard(key)
+            # Our own deletion finished: tell the agent to look again (a pod without `status`
+            # writes nothing), so the source pod goes now rather than at the end of its grace
+            # period when the remote pod left after the agent's last look.
+            gone = source_view(remote, self._host_ip)
+            gone.pop("status", None)
+            self._notify(gone)
             return
         view = source_view(remote, self._host_ip)
         log.warning("pod %s disappeared from the target cluster without being deleted by us", key)
