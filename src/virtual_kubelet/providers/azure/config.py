@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["ANNOTATION_PREFIX", "AzureConfig", "Capacity", "from_environment"]
 
@@ -46,17 +54,20 @@ class AzureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subscription_id: str
-    resource_group: str
-    region: str
-    tenant_id: str | None = None
+    # Each key also takes the original chart's name (providers.azure.subscriptionId, ...).
+    subscription_id: str = Field(validation_alias=AliasChoices("subscription_id", "subscriptionId"))
+    resource_group: str = Field(validation_alias=AliasChoices("resource_group", "aciResourceGroup"))
+    region: str = Field(validation_alias=AliasChoices("region", "aciRegion"))
+    tenant_id: str | None = Field(None, validation_alias=AliasChoices("tenant_id", "tenantId"))
     #: How the agent signs in: `client_secret` (a service principal), `managed_identity` (the
     #: VM's or a user-assigned identity: client_id picks one), `workload_identity` (a federated
     #: token file, AZURE_FEDERATED_TOKEN_FILE, as AKS projects it). Default: client_secret when
     #: a secret is given, workload_identity when a token file is, managed_identity otherwise.
     auth: Literal["client_secret", "managed_identity", "workload_identity"] | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
+    client_id: str | None = Field(None, validation_alias=AliasChoices("client_id", "clientId"))
+    client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("client_secret", "clientKey")
+    )
     #: A file holding the client secret (a mounted Secret), read at start and on every token.
     client_secret_file: Path | None = None
     federated_token_file: Path | None = None
@@ -66,9 +77,14 @@ class AzureConfig(BaseModel):
     arm_endpoint: str = "https://management.azure.com"
     #: A CA bundle trusted for the Entra ID and ARM endpoints beyond the system's (a TLS proxy).
     ca_file: Path | None = None
-    #: The AKS cluster the virtual node belongs to (`targetAKS` in the chart); informational,
-    #: written into each container group's tags.
-    target_aks: str | None = None
+    #: The node runs in AKS (the chart's `targetAKS`): keys not given are read from the AKS
+    #: cluster's cloud config `aks_credential_file` (tenantId, subscriptionId, aadClientId,
+    #: aadClientSecret or `msi` with userAssignedIdentityID, resourceGroup, location), as the
+    #: original did.
+    target_aks: bool = Field(False, validation_alias=AliasChoices("target_aks", "targetAKS"))
+    aks_credential_file: Path = Path("/etc/kubernetes/azure.json")
+    #: The cluster's name, written into each container group's tags (ClusterName).
+    cluster_name: str | None = None
     #: A subnet (ARM id) delegated to Microsoft.ContainerInstance: groups get private IPs there.
     subnet_id: str | None = None
     #: The cluster to read pods' Secrets (imagePullSecrets, Secret-sourced env names) from and
@@ -139,11 +155,50 @@ class AzureConfig(BaseModel):
         return self.client_secret.get_secret_value() if self.client_secret else ""
 
 
+def _given(doc: dict[str, Any], key: str) -> bool:
+    """Whether `doc` sets `key` under its own or the original chart's name."""
+    field = AzureConfig.model_fields[key]
+    alias = field.validation_alias
+    names = [key, *(n for n in getattr(alias, "choices", []) if isinstance(n, str))]
+    return any(doc.get(n) not in (None, "") for n in names)
+
+
+def _aks_cloud_config(path: Path) -> dict[str, Any]:
+    """The keys an AKS node's cloud config gives (its service principal or managed identity)."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"targetAKS: cannot read the AKS cloud config {path}: {exc}") from None
+    found: dict[str, Any] = {
+        "tenant_id": doc.get("tenantId"),
+        "subscription_id": doc.get("subscriptionId"),
+        "resource_group": doc.get("resourceGroup"),
+        "region": doc.get("location"),
+    }
+    if doc.get("aadClientId") == "msi":
+        found["auth"] = "managed_identity"
+        found["client_id"] = doc.get("userAssignedIdentityID") or None
+    else:
+        found["client_id"] = doc.get("aadClientId")
+        found["client_secret"] = doc.get("aadClientSecret")
+    return {k: v for k, v in found.items() if v}
+
+
 def from_environment(doc: dict[str, Any]) -> dict[str, Any]:
-    """`doc` with the keys it lacks taken from the environment (the original's variables)."""
+    """`doc` with the keys it lacks taken from the environment (the original's variables), then,
+    with targetAKS, from the AKS cloud config."""
     merged = dict(doc)
     for key, variable in _ENV.items():
         value = os.environ.get(variable)
-        if key not in merged and value:
+        if not _given(merged, key) and value:
             merged[key] = value
+    if merged.get("target_aks") or merged.get("targetAKS"):
+        path = Path(str(merged.get("aks_credential_file") or "/etc/kubernetes/azure.json"))
+        for key, value in _aks_cloud_config(path).items():
+            if key == "auth" or not _given(merged, key):
+                if key == "auth" and (merged.get("auth") or _given(merged, "client_secret")):
+                    continue
+                merged[key] = value
     return merged

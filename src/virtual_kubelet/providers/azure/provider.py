@@ -33,6 +33,7 @@ from ...sdk import (
     PodCallback,
     PodStatus,
     Provider,
+    ProviderConfigError,
     ProviderContext,
     deep_copy,
     key_of,
@@ -111,7 +112,10 @@ class AzureProvider(Provider):
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
         path = context.config_path
-        doc = from_environment(read_mapping(path) if path else {})
+        try:
+            doc = from_environment(read_mapping(path) if path else {})
+        except ValueError as exc:
+            raise ProviderConfigError(str(exc)) from None
         self.config = validate(AzureConfig, doc, path or Path("(environment)"))
         self.cluster = Cluster(self.config.kubeconfig)
         self.credential: Any = None

@@ -226,7 +226,11 @@ def container_group(
     for container in spec.get("containers") or []:
         where = f"container {container['name']}"
         ports = _ports(container)
-        group_ports += [m.Port(port=p.port, protocol=p.protocol) for p in ports]
+        group_ports += [
+            m.Port(port=p.port, protocol=p.protocol)
+            for p in ports
+            if (p.port, p.protocol) not in {(g.port, g.protocol) for g in group_ports}
+        ]
         containers.append(
             m.Container(
                 name=str(container["name"]),
@@ -263,7 +267,7 @@ def container_group(
     ]
     group = m.ContainerGroup(
         location=config.region,
-        tags=naming.tags(pod, node_name, config.target_aks),
+        tags=naming.tags(pod, node_name, config.cluster_name),
         containers=containers,
         init_containers=init_containers or None,
         os_type="Linux",
