@@ -222,7 +222,8 @@ def container_group(
     if unsupported:
         raise InvalidInput(f"pod {key}: ACI has no {', '.join(unsupported)}")
     secure = inputs.secure_env
-    containers, group_ports = [], []
+    containers: list[m.Container] = []
+    group_ports: list[m.Port] = []
     for container in spec.get("containers") or []:
         where = f"container {container['name']}"
         ports = _ports(container)
