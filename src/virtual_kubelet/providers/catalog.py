@@ -54,9 +54,9 @@ UPSTREAM: tuple[UpstreamRow, ...] = (
     UpstreamRow(
         "azurebatch",
         "Azure Batch",
-        "planned",
+        "built",
         "azurebatch",
-        "being built now (issue 17): a Batch task per pod in a job per node",
+        "a Batch task per container in a job per node (azure-batch 15); tested against a loopback Batch",
     ),
     UpstreamRow(
         "azure",
