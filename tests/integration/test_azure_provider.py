@@ -284,6 +284,7 @@ def test_exit_codes_secrets_and_registry_credentials(
     everything = agent.log() + json.dumps(events_for(devcluster, kube_namespace, "fails"))
     for seeded in (secret_value, registry_password, aci.client_secret):
         assert seeded not in everything
+    assert "Request URL" not in agent.log()  # the SDK's per-request logging stays quiet
 
 
 def test_logs_follow_new_lines(

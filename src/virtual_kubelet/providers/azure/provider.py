@@ -131,6 +131,10 @@ class AzureProvider(Provider):
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The SDK logs every request and token at INFO: too much at the agent's default level,
+        # and the provider says what matters (failed attempts, refused credentials) itself.
+        debug = logging.getLogger().level <= logging.DEBUG
+        logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.WARNING)
         self.credential = arm.make_credential(self.config)
         self.client = arm.make_client(self.config, self.credential, self._attempt_failed)
         await self._adopt()
