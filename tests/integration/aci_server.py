@@ -10,7 +10,10 @@ It serves, over TLS (azure-identity and azure-core send bearer tokens only over 
   `GET .../containers/{c}/logs?tail=&timestamps=`, `POST .../containers/{c}/exec` (a WebSocket
   URL and password; the socket takes the password first, then input, and closes when the command
   ends), and the operations of `Azure-AsyncOperation` / `Location` with `Retry-After`;
-- injected faults: the next N matching calls answer 429 (with Retry-After) or 5xx.
+- injected faults: the next N matching calls answer 429 (with Retry-After) or 5xx;
+- refusals: an image under `registry.invalid/` is refused at once (400 InaccessibleImage); a
+  container asking for more than 4 cores is accepted, then its operation fails (ServiceUnavailable),
+  as a region without the capacity does.
 
 Containers are simulated by running each container's command line as a local process (the image
 is recorded, never pulled): Waiting until the group is provisioned, Running while the process
@@ -43,6 +46,19 @@ from virtual_kubelet.devcluster.pki import CertificateAuthority
 API_VERSION = "2023-05-01"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PROVIDER = "providers/Microsoft.ContainerInstance"
+
+
+#: The loopback region's largest container (cores): a bigger one fails asynchronously.
+_REGION_CPU = 4.0
+_NO_CAPACITY = (
+    "The requested resource is not available in the location 'westeurope' at this moment. "
+    "Please retry with a different resource request or in another location."
+)
+
+
+def _cpu(spec: dict[str, Any]) -> float:
+    requests = ((spec.get("properties") or {}).get("resources") or {}).get("requests") or {}
+    return float(requests.get("cpu") or 0)
 
 
 def _now() -> datetime.datetime:
@@ -416,6 +432,14 @@ class AciServer:
         if props.get("osType") not in ("Linux", "Windows"):
             return _error(400, "InvalidOsType", "The osType is invalid.")
         for spec in props["containers"]:
+            image = str((spec.get("properties") or {}).get("image", ""))
+            if image.startswith("registry.invalid/"):
+                return _error(
+                    400,
+                    "InaccessibleImage",
+                    f"The image '{image}' in container group '{name}' is not accessible. "
+                    "Please check the image and registry credential.",
+                )
             cpu = (
                 ((spec.get("properties") or {}).get("resources") or {})
                 .get("requests", {})
@@ -488,7 +512,10 @@ class AciServer:
         if status is None:
             return _error(404, "OperationNotFound", "The operation was not found.")
         headers = {"Retry-After": "1"} if status == "InProgress" else {}
-        return web.json_response({"status": status}, headers=headers)
+        doc: dict[str, Any] = {"status": status}
+        if status == "Failed":
+            doc["error"] = {"code": "ServiceUnavailable", "message": _NO_CAPACITY}
+        return web.json_response(doc, headers=headers)
 
     # --- simulated containers ---------------------------------------------------------------
 
@@ -498,6 +525,11 @@ class AciServer:
             image = container.spec["properties"]["image"]
             container.event("Pulling", f'pulling image "{image}"')
         await asyncio.sleep(self.provisioning_seconds)
+        if any(_cpu(c.spec) > _REGION_CPU for c in group.containers.values()):
+            # What a region without the capacity answers: accepted, then failed.
+            group.provisioning = "Failed"
+            self.operations[op] = "Failed"
+            return
         for container in group.containers.values():
             image = container.spec["properties"]["image"]
             container.event("Pulled", f'Successfully pulled image "{image}"')

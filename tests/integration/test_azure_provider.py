@@ -453,3 +453,34 @@ def test_config_errors_are_clear(tmp_path: Path, devcluster: DevCluster) -> None
     assert "auth client_secret needs tenant_id, client_id" in shown
     assert "hunter2-seeded" not in shown
     assert "must be an https:// URL" in refused({**base, "arm_endpoint": "http://x"})
+
+
+def test_a_group_aci_refuses_or_fails_to_provision_fails_the_pod_with_the_reason(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, aci: AciServer
+) -> None:
+    agent = _agent(start_agent, aci, devcluster)
+    create(
+        devcluster,
+        kube_namespace,
+        _pod("no-image", agent.node_name, "true", container={"image": "registry.invalid/x:1"}),
+    )
+    big = {"resources": {"requests": {"cpu": "8"}}}
+    create(devcluster, kube_namespace, _pod("too-big", agent.node_name, "true", container=big))
+    for name, words in (
+        ("no-image", ["InaccessibleImage", "registry.invalid/x:1"]),
+        ("too-big", ["ServiceUnavailable", "not available in the location"]),
+    ):
+        status = wait_until(
+            lambda name=name: (
+                _status(devcluster, kube_namespace, name)
+                if _status(devcluster, kube_namespace, name).get("phase") == "Failed"
+                else None
+            ),
+            90,
+            f"{name} to fail",
+        )
+        assert status["reason"] == "ProviderFailed"
+        for word in words:
+            assert word in status["message"], status
+    reasons = {e["reason"] for e in events_for(devcluster, kube_namespace, "too-big")}
+    assert "ProviderFailed" in reasons

@@ -82,8 +82,10 @@ def _arm_message(exc: HttpResponseError) -> str:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or exc.reason or "error"
     text = getattr(error, "message", None) or ""
-    status = exc.status_code or ""
-    return f"ARM answered {status} {code}: {text}".strip().rstrip(":")
+    if exc.status_code is None or exc.status_code < 300:
+        # A long-running operation that ended Failed: its poll itself answered 200.
+        return f"the operation failed with {code}: {text}".strip().rstrip(":")
+    return f"ARM answered {exc.status_code} {code}: {text}".strip().rstrip(":")
 
 
 def _pod_of_group(group: m.ContainerGroup) -> Pod:
