@@ -202,3 +202,30 @@ def test_the_example_config_loads_and_every_key_is_documented() -> None:
     assert all(f"`{name}`" in docs for name in fields), fields
     chart = yaml.safe_load((ROOT / "charts/virtual-kubelet/ci/azurebatch-values.yaml").read_text())
     AzureBatchConfig.model_validate(chart["providers"]["azurebatch"])
+
+
+def test_errors_are_described_by_status_code_and_message_only() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from virtual_kubelet.providers.azurebatch import client
+
+    error = HttpResponseError(message="throttled")
+    error.status_code = 429
+    error.error = models.BatchError({"code": "TooManyRequests", "message": {"value": "slow\nx"}})  # type: ignore[assignment]
+    assert client.describe(error) == "Azure Batch answered 429 TooManyRequests: slow"
+    assert client.is_throttled(error)
+    assert not client.is_auth_failure(error)
+    error.status_code = 403
+    assert client.is_auth_failure(error)
+
+
+def test_entra_id_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from virtual_kubelet.providers.azurebatch import client
+
+    monkeypatch.delenv("AZURE_BATCH_ACCOUNT_KEY", raising=False)
+    batch = client.make_client(_config(auth="entra-id"))
+    asyncio.run(batch.close())
+    with pytest.raises(ValueError, match="no account key"):
+        client.make_client(_config())

@@ -56,7 +56,9 @@ def status_of(exc: HttpResponseError) -> int:
 def describe(exc: HttpResponseError) -> str:
     """One line for logs and Events: status, code and Batch's message (never the request)."""
     error = getattr(exc, "error", None)
-    message = str(getattr(error, "message", "") or exc.reason or "").splitlines()
+    said = getattr(error, "message", None)  # Batch's {"lang": ..., "value": ...}
+    said = getattr(said, "value", said)
+    message = str(said or exc.reason or "").splitlines()
     text = message[0] if message else ""
     code = code_of(exc)
     return f"Azure Batch answered {status_of(exc)}{f' {code}' if code else ''}: {text}".rstrip(": ")
