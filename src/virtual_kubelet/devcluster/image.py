@@ -57,6 +57,7 @@ UID = GID = 65532
 USER = "virtual-kubelet"
 VENV = "/opt/virtual-kubelet"
 PYTHON = "/usr/bin/python3"
+BASE_PYTHON = (3, 11)  # bookworm's python3
 ENV = (
     f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONDONTWRITEBYTECODE=1",
@@ -203,6 +204,13 @@ class ImageBuilder:
     def _wheels(self, target: Path) -> None:
         """The build stage: this checkout's wheel and its dependencies' wheels (the host's pip,
         the same Python minor version and glibc as the base), and pip's own wheel to run."""
+        if sys.version_info[:2] != BASE_PYTHON:
+            # Compiled dependencies (grpcio, orjson, cryptography...) come as wheels for the
+            # interpreter that fetches them: they must fit the base's Python.
+            raise ImageBuildError(
+                f"the wheels must be built by Python {BASE_PYTHON[0]}.{BASE_PYTHON[1]} (the "
+                f"image's), not {sys.version_info[0]}.{sys.version_info[1]}"
+            )
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
         _run("building the wheels", [*pip, "wheel", "--wheel-dir", str(target), str(self.source)])
         _run("fetching pip", [*pip, "download", "--no-deps", "--dest", str(target), "pip"])
@@ -360,8 +368,15 @@ class _BytesReader:
 
 
 def import_into(backend: Containerd, image: BuiltImage) -> None:
-    """Load the image into `backend`'s `k8s.io` namespace unless it has it already."""
-    if image.reference in backend.images():
+    """Load the image into `backend`'s `k8s.io` namespace unless it has it already; builds of
+    older sources are removed from it (containerd then garbage-collects their layers)."""
+    present = backend.images()
+    stale = sorted(
+        name for name in present if name.startswith(f"{REPOSITORY}:") and name != image.reference
+    )
+    if stale:
+        backend.ctr("images", "rm", *stale, check=False)
+    if image.reference in present:
         return
     imported = backend.ctr("images", "import", str(image.archive), check=False)
     if imported.returncode != 0 or image.reference not in backend.images():
