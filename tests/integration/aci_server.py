@@ -208,6 +208,8 @@ class AciServer:
         self.calls: list[tuple[str, str, int]] = []
         #: Each PUT's body as received (secure values and registry passwords included).
         self.received: list[dict[str, Any]] = []
+        #: Each executeCommand body (command line and terminal size).
+        self.exec_requests: list[dict[str, Any]] = []
         self.token_requests = 0
         self.port = 0
         self._lock = threading.Lock()
@@ -641,6 +643,7 @@ class AciServer:
         if container.state != "Running":
             return _error(409, "ContainerGroupTransitioning", "The container is not running.")
         body = await request.json()
+        self.exec_requests.append(body)
         command = str(body.get("command") or "").split()
         if not command:
             return _error(400, "InvalidCommand", "The command is empty.")

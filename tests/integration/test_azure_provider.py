@@ -25,6 +25,7 @@ from virtual_kubelet.providers.azure.naming import group_name
 
 from .aci_server import AciServer, running, secret_volume_files
 from .conftest import AgentFactory, create, events_for, pod
+from .terminal import terminal
 
 RESOURCE_GROUP = "vk-aci-test"
 AZURE_TOLERATION = {
@@ -484,3 +485,36 @@ def test_a_group_aci_refuses_or_fails_to_provision_fails_the_pod_with_the_reason
             assert word in status["message"], status
     reasons = {e["reason"] for e in events_for(devcluster, kube_namespace, "too-big")}
     assert "ProviderFailed" in reasons
+
+
+def test_exec_with_a_terminal_sends_its_size_and_carries_typed_input(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, aci: AciServer
+) -> None:
+    agent = _agent(start_agent, aci, devcluster)
+    create(devcluster, kube_namespace, _pod("shell", agent.node_name, "exec sleep 300"))
+    wait_until(
+        lambda: _status(devcluster, kube_namespace, "shell").get("phase") == "Running",
+        60,
+        "the shell pod to run",
+    )
+    command = (
+        f"KUBECONFIG={devcluster.kubeconfig} {kubectl_path()} exec -it shell "
+        f"-n {kube_namespace} -- cat; sleep 30"
+    )
+    with terminal(command, width=100, height=30) as tty:
+        wait_until(
+            lambda: any(r.get("command") == "cat" for r in aci.exec_requests),
+            30,
+            "the executeCommand call",
+        )
+        (request,) = [r for r in aci.exec_requests if r.get("command") == "cat"]
+        # The size kubectl sent first: ACI takes it with the request, and only then.
+        assert request["terminalSize"] == {"rows": 30, "cols": 100}
+        tty.type("typed-into-aci")
+        # kubectl puts the terminal in raw mode: what shows is what came back from the
+        # container (the loopback's `cat` has no terminal of its own, so nothing echoes twice).
+        wait_until(
+            lambda: "typed-into-aci" in tty.screen() or None,
+            30,
+            "the typed line sent back by cat through the exec WebSocket",
+        )
