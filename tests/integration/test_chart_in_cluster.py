@@ -2,7 +2,8 @@
 
 The dev cluster has no container runtime of its own, so its pod runs on a first virtual node
 served by the **process** provider, whose `images` map runs the chart's image name as this
-checkout's `python -m virtual_kubelet` (the container image itself is not built yet). That agent
+checkout's `python -m virtual_kubelet` (test_chart_in_cluster_cri.py runs the built container image
+on the cri provider instead). That agent
 pod reads the mounted service-account token and the in-cluster configuration (the dev cluster
 has no kube-proxy, so KUBERNETES_SERVICE_HOST/PORT name the API server's own address instead of
 the `kubernetes` Service's ClusterIP), registers its own node with the mock provider, runs a pod
