@@ -199,6 +199,19 @@ class BatchServer:
                 if m == method and pattern.search(p) and (status is None or s == status)
             )
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job and its tasks, as someone in the Azure portal would."""
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self._delete_job(job_id), self.loop).result(30)
+
+    async def _delete_job(self, job_id: str) -> None:
+        for task in list(self.tasks_of(job_id).values()):
+            await self._kill(task)
+        with self.lock:
+            self.jobs.pop(job_id, None)
+            for key in [k for k in self.tasks if k[0] == job_id]:
+                del self.tasks[key]
+
     def tasks_of(self, job_id: str) -> dict[str, Task]:
         with self.lock:
             return {t: task for (j, t), task in self.tasks.items() if j == job_id}

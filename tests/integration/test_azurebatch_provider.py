@@ -73,7 +73,7 @@ def _pod(name: str, node: str, script: str, **spec: Any) -> dict[str, Any]:
 
 
 def _status(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
-    return (pod(cluster, namespace, name) or {}).get("status", {})
+    return dict((pod(cluster, namespace, name) or {}).get("status", {}))
 
 
 def _phase(cluster: DevCluster, namespace: str, name: str, phase: str) -> dict[str, Any]:
@@ -294,6 +294,27 @@ def test_a_restarted_agent_adopts_its_tasks_without_adding_them_twice(
     assert list(batch_server.tasks_of(job)) == [f"pod-{uid}-0"]
     assert batch_server.count("POST", f"^/jobs/{job}/tasks$", 201) == 1
     assert batch_server.count("POST", f"^/jobs/{job}/tasks$", 409) == 0
+
+
+def test_a_job_deleted_outside_fails_its_pods_and_is_added_again_for_new_ones(
+    devcluster: DevCluster,
+    kube_namespace: str,
+    start_agent: AgentFactory,
+    batch_server: BatchServer,
+) -> None:
+    agent = _agent(start_agent, batch_server)
+    job = _job_of(batch_server, agent.node_name)
+    create(devcluster, kube_namespace, _pod("orphan", agent.node_name, "exec sleep 600"))
+    _phase(devcluster, kube_namespace, "orphan", "Running")
+    batch_server.delete_job(job)
+    failed = _phase(devcluster, kube_namespace, "orphan", "Failed")
+    terminated = failed["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "TaskLost")
+    create(devcluster, kube_namespace, _pod("next", agent.node_name, "exec sleep 600"))
+    _phase(devcluster, kube_namespace, "next", "Running")  # the job was added again
+    assert list(batch_server.tasks_of(job)) == [
+        f"pod-{(pod(devcluster, kube_namespace, 'next') or {})['metadata']['uid']}-0"
+    ]
 
 
 def test_throttling_and_503_are_retried_with_back_off_and_shown_as_events(

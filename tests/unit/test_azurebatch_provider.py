@@ -153,6 +153,17 @@ def test_completed_tasks_decide_by_exit_code_and_failure_info() -> None:
     assert stopped["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 1
 
 
+def test_a_task_gone_after_it_was_listed_ends_the_pod_failed() -> None:
+    pod = _pod(_main())
+    pod["status"] = {"startTime": "2026-11-26T10:00:00Z"}
+    status = pod_status(pod, [None], ["job/t0"], "10.0.0.5", "", "2026-11-26T10:05:00Z")
+    assert status["phase"] == "Failed"
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "TaskLost")
+    assert terminated["finishedAt"] == "2026-11-26T10:05:00Z"  # stable: no status churn
+    assert pod_status(pod, [None], ["job/t0"], "10.0.0.5")["phase"] == "Pending"
+
+
 def test_a_pod_of_several_tasks_runs_when_all_started_and_ends_when_all_ended() -> None:
     running, queued = _task("running"), _task("active")
     done, failed = _task("completed", exitCode=0), _task("completed", exitCode=2)

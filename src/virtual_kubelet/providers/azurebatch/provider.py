@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -62,6 +63,11 @@ class Record:
     pod: Pod
     task_ids: list[str]
     deleting: bool = False
+    #: When its tasks were added (monotonic; 0 for adopted pods): a poll begun later that does
+    #: not list a task means the task is gone.
+    added: float = 0.0
+    #: When a poll first missed one of its tasks (RFC 3339), or None.
+    lost_at: str | None = None
 
 
 def _kept(pod: Pod) -> Pod:
@@ -98,6 +104,7 @@ class AzureBatchProvider(Provider):
         self.records: dict[str, Record] = {}  # by namespace/name
         self.tasks: dict[str, models.BatchTask] = {}  # by task id, as of the last poll
         self.polled_once = False
+        self.tasks_as_of = 0.0  # when the last successful poll began (monotonic)
         self.poll_error: str | None = None
         self.auth_error: str | None = None
         self.job_ready = False
@@ -105,6 +112,8 @@ class AzureBatchProvider(Provider):
         self.notify: PodCallback | None = None
         self.reported: dict[str, str] = {}
         self.poll_now = asyncio.Event()
+        #: Pods are created concurrently: one of them reads the pool and adds the job.
+        self.setup_lock = asyncio.Lock()
         self.poller: asyncio.Task[None] | None = None
 
     # --- life cycle -------------------------------------------------------------------------
@@ -183,10 +192,10 @@ class AzureBatchProvider(Provider):
             )
             try:
                 await self.client.create_job(job)
+                log.info("added Batch job %s on pool %s", self.job_id, self.config.pool_id)
             except HttpResponseError as exc:
                 if code_of(exc) != "JobExists":
                     raise self._failed(exc, f"adding job {self.job_id}") from None
-            log.info("added Batch job %s on pool %s", self.job_id, self.config.pool_id)
         except HttpResponseError as exc:
             raise self._failed(exc, f"reading job {self.job_id}") from None
         self.job_ready = True
@@ -213,6 +222,7 @@ class AzureBatchProvider(Provider):
 
     async def poll(self) -> None:
         """Every task of this node's job in one list call."""
+        began = time.monotonic()
         try:
             found = {t.id: t async for t in self.client.list_tasks(self.job_id)}
         except ResourceNotFoundError:
@@ -230,6 +240,7 @@ class AzureBatchProvider(Provider):
             log.warning("%s", self.poll_error)
             return
         self.tasks = found
+        self.tasks_as_of = began
         self.polled_once = True
         self.poll_error = None
         self.auth_error = None
@@ -265,8 +276,13 @@ class AzureBatchProvider(Provider):
         why = ""
         if None in found and self.polled_once:
             why = "task added, not yet listed by Batch"
+        # Listed by a poll that began after the add, and not there: deleted outside the agent.
+        if None in found and self.polled_once and self.tasks_as_of > record.added:
+            record.lost_at = record.lost_at or rfc3339()
         refs = [f"{self.job_id}/{t}" for t in record.task_ids]
-        pod["status"] = pod_status(record.pod, found, refs, self.context.internal_ip, why)
+        pod["status"] = pod_status(
+            record.pod, found, refs, self.context.internal_ip, why, record.lost_at
+        )
         return pod
 
     # --- pods -------------------------------------------------------------------------------
@@ -296,9 +312,10 @@ class AzureBatchProvider(Provider):
         if known is not None and uid_of(known.pod) == uid_of(pod):
             return  # added (or adopted) already: never twice
         self._check(pod)
-        use_containers = await self._containers()
+        async with self.setup_lock:
+            use_containers = await self._containers()
+            await self._ensure_job()
         built = tasks.build(pod, self.config, use_containers)
-        await self._ensure_job()
         kept = _kept(pod)
         kept["status"] = {"startTime": rfc3339()}
         pod_file = self.root / f"{uid_of(pod)}.json"
@@ -313,8 +330,10 @@ class AzureBatchProvider(Provider):
                     continue
                 if status_of(exc) == 400:
                     pod_file.unlink(missing_ok=True)
+                if code_of(exc) == "JobNotFound" or status_of(exc) == 404:
+                    self.job_ready = False  # deleted behind our back: added again on the retry
                 raise self._failed(exc, f"adding task {task.id}") from None
-        self.records[key] = Record(pod=kept, task_ids=[t.id for t in built])
+        self.records[key] = Record(pod=kept, task_ids=[t.id for t in built], added=time.monotonic())
         self.poll_now.set()
 
     async def update_pod(self, pod: Pod) -> None:

@@ -28,10 +28,24 @@ def _succeeded(task: models.BatchTask | None) -> bool:
     return info is not None and info.exit_code == 0 and info.failure_info is None
 
 
+#: A task that is gone: like the kubelet's ContainerStatusUnknown, exit code 137.
+LOST = {
+    "exitCode": 137,
+    "reason": "TaskLost",
+    "message": "the Batch task is gone (its task or job was deleted outside virtual-kubelet)",
+}
+
+
 def container_status(
-    container: dict[str, Any], task: models.BatchTask | None, task_ref: str, started: str, why: str
+    container: dict[str, Any],
+    task: models.BatchTask | None,
+    task_ref: str,
+    started: str,
+    why: str,
+    lost_at: str | None = None,
 ) -> dict[str, Any]:
-    """One container's status from its task (None: added, not yet listed)."""
+    """One container's status from its task (None: added and not yet listed, or gone since
+    `lost_at`)."""
     shown: dict[str, Any] = {
         "name": container["name"],
         "image": container.get("image", ""),
@@ -43,7 +57,9 @@ def container_status(
     }
     state = state_of(task)
     info = task.execution_info if task is not None else None
-    if state in ("active", "preparing"):
+    if task is None and lost_at is not None:
+        shown["state"] = {"terminated": {**LOST, "startedAt": started, "finishedAt": lost_at}}
+    elif state in ("active", "preparing"):
         reason = "TaskPreparing" if state == "preparing" else "TaskQueued"
         shown["state"] = {"waiting": {"reason": reason, "message": why or f"Batch task is {state}"}}
     elif state == "running":
@@ -82,15 +98,18 @@ def pod_status(
     refs: list[str],
     host_ip: str,
     why: str = "",
+    lost_at: str | None = None,
 ) -> PodStatus:
-    """The status of `pod` whose containers' tasks are `tasks` (named `refs`), in order."""
+    """The status of `pod` whose containers' tasks are `tasks` (named `refs`), in order; with
+    `lost_at`, a task that is None is gone (since then) rather than not yet listed."""
     containers = pod["spec"]["containers"]
     started = pod.get("status", {}).get("startTime") or rfc3339()
     statuses = [
-        container_status(c, t, r, started, why)
+        container_status(c, t, r, started, why, lost_at)
         for c, t, r in zip(containers, tasks, refs, strict=True)
     ]
-    phase = _phase([state_of(t) for t in tasks], tasks)
+    states = ["completed" if t is None and lost_at else state_of(t) for t in tasks]
+    phase = _phase(states, tasks)
     ready = "True" if phase == "Running" and all(s["ready"] for s in statuses) else "False"
     moments = [t.state_transition_time for t in tasks if t is not None]
     since = _time(max(moments)) if moments else started
