@@ -61,6 +61,20 @@ def test_dev_demo_serves_a_page_and_dev_down_removes_everything() -> None:
             30,
             "the request in the web server's log",
         )
+        # `kubectl top`, as printed: metrics-server scrapes the virtual node like any kubelet.
+        assert "kubectl top pods -n demo" in demo.stdout
+
+        def web_usage() -> list[str] | None:
+            top = subprocess.run(
+                [*kubectl, "top", "pods", "--no-headers"], capture_output=True, text=True
+            )
+            rows = [line.split() for line in top.stdout.splitlines() if line.startswith("web-")]
+            # NAME CPU MEMORY: both non-zero (kubectl rounds any CPU use up to 1m).
+            if rows and rows[0][1] not in ("0", "0m") and not rows[0][2].startswith("0"):
+                return rows[0]
+            return None
+
+        wait_until(web_usage, 150, "kubectl top pods to show the web server's CPU and memory")
     finally:
         down = subprocess.run(
             ["./dev", "down", "--purge"],

@@ -70,3 +70,16 @@ def test_service_account_key_pair(tmp_path: Path) -> None:
     pair = create_service_account_keys(tmp_path)
     assert pair.cert.read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert pair.key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+
+
+def test_a_second_ca_beside_the_first_keeps_both(tmp_path: Path) -> None:
+    """The front-proxy CA of the aggregation layer lives beside the cluster CA, not over it."""
+    cluster = CertificateAuthority.create(tmp_path)
+    front = CertificateAuthority.create(tmp_path, "front-proxy", stem="front-proxy-ca")
+    assert front.files.cert == tmp_path / "front-proxy-ca.crt"
+    assert CertificateAuthority.load(cluster.files).cert == cluster.cert
+    client = front.issue(
+        tmp_path, "front-proxy-client", common_name="front-proxy-client", client=True
+    )
+    _load(client.cert).verify_directly_issued_by(front.cert)
+    assert _load(client.cert).issuer != cluster.cert.subject

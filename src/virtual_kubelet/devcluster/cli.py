@@ -17,7 +17,6 @@ import click
 
 from .build import ensure_binaries
 from .cluster import DevCluster, DevClusterConfig
-from .components import COMPONENTS
 from .errors import AlreadyRunningError, DevClusterError
 from .gotoolchain import GO_VERSION, MIN_GO, find_go
 from .gotoolchain import install_go as fetch_go
@@ -83,7 +82,8 @@ def _with_versions(f: F) -> F:
 
 @click.group("devcluster")
 def devcluster() -> None:
-    """A real local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
+    """A real local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
+    metrics-server for `kubectl top` with `up --metrics-server`).
 
     Binaries are built once from the published Go modules (needs Go >= 1.26; the first build takes
     about 5 minutes on 2 cores) and cached in $VK_CACHE_DIR, default ~/.cache/virtual-kubelet.
@@ -135,6 +135,13 @@ def build(kubernetes_version: str, etcd_version: str, install_go: bool) -> None:
     show_default="on when run as root, for a new cluster; an existing one keeps what it has",
     help="Create a private 198.18.x.y address for virtual nodes, so `nodes/<n>/proxy` works.",
 )
+@click.option(
+    "--metrics-server/--no-metrics-server",
+    default=None,
+    show_default="off for a new cluster; an existing one keeps what it has",
+    help="Also run metrics-server (built from its Go module) behind the API server's aggregation "
+    "layer, so `kubectl top nodes/pods` works; it scrapes each kubelet's /metrics/resource.",
+)
 def up(
     name: str,
     directory: Path | None,
@@ -143,6 +150,7 @@ def up(
     api_port: int | None,
     node_monitor_grace_period: str,
     node_address: bool | None,
+    metrics_server: bool | None,
 ) -> None:
     """Start a cluster that keeps running after this command; print its kubeconfig path.
 
@@ -151,6 +159,8 @@ def up(
     kubeconfigs reconnect; on a fully running one, do nothing.
     """
     workdir = _workdir(name, directory)
+    if metrics_server is None:
+        metrics_server = _recorded(workdir, "metrics_server")
     if node_address is None:
         # A cluster keeps its node address for its lifetime; `--node-address` can add one later.
         if (workdir / "state.json").exists():
@@ -163,6 +173,7 @@ def up(
         node_monitor_grace_period=node_monitor_grace_period,
         detached=True,
         node_address=node_address,
+        metrics_server=metrics_server,
     )
     cluster = DevCluster(workdir, config, progress=_progress)
     try:
@@ -172,10 +183,18 @@ def up(
         started = []
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
-    if started and len(started) < len(COMPONENTS):
+    if started and len(started) < len(config.components):
         _progress(f"restarted {', '.join(started)}; the other components kept running")
     click.echo(str(cluster.kubeconfig))
     _progress(f"use it with: export KUBECONFIG={cluster.kubeconfig}")
+
+
+def _recorded(workdir: Path, key: str) -> bool:
+    """A setting the cluster in `workdir` was started with (False for a new cluster)."""
+    try:
+        return bool(json.loads((workdir / "state.json").read_text()).get(key))
+    except FileNotFoundError:
+        return False
 
 
 @devcluster.command()

@@ -1,6 +1,7 @@
-"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, scheduler.
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, scheduler,
+and optionally metrics-server (`kubectl top`).
 
-`DevCluster` generates certificates and a kubeconfig, starts the four components on free loopback
+`DevCluster` generates certificates and a kubeconfig, starts the components on free loopback
 ports in dependency order with readiness checks, records what it started in `state.json`, and stops
 exactly those processes again. A cluster keeps its ports and node addresses until it is purged, and
 starting it again starts only the components that are not running, so agents and kubeconfigs find
@@ -22,20 +23,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import claims
+from . import claims, metrics_server
 from . import ports as portlib
 from .access import http_get, https_get, kubectl_path
 from .build import Binaries, Progress, ensure_binaries
 from .components import (
+    ALL_COMPONENTS,
+    ALL_PORT_NAMES,
     APISERVER,
     COMPONENTS,
     CONTROLLER_MANAGER,
     ETCD,
+    FRONT_PROXY_CLIENT,
+    METRICS_SERVER,
     PORT_NAMES,
     SCHEDULER,
     apiserver_argv,
     controller_manager_argv,
     etcd_argv,
+    metrics_server_argv,
     scheduler_argv,
 )
 from .errors import AlreadyRunningError, DevClusterError, StartError
@@ -44,6 +50,7 @@ from .nodeaddr import COMPONENT as NODE_ADDRESS
 from .nodeaddr import NodeAddress, allocation_lock
 from .pki import CertificateAuthority, KeyPair, create_service_account_keys
 from .process import Component, ProcessRecord
+from .tools import ensure_metrics_server
 from .versions import Versions
 
 
@@ -71,14 +78,23 @@ class DevClusterConfig:
     #: Give virtual nodes a non-loopback local address (see nodeaddr.py); needs root. The API
     #: server's `nodes/<name>/proxy` refuses loopback node addresses, logs and exec do not.
     node_address: bool = False
+    #: Also run metrics-server (built from its Go module) and register it as metrics.k8s.io, so
+    #: `kubectl top` works; `metrics_resolution` is how often it scrapes each kubelet.
+    metrics_server: bool = False
+    metrics_resolution: str = "15s"
 
     def __post_init__(self) -> None:
-        unknown = set(self.ports) - set(PORT_NAMES)
+        unknown = set(self.ports) - set(ALL_PORT_NAMES)
         if unknown:
-            raise ValueError(f"unknown port names {sorted(unknown)}; known: {list(PORT_NAMES)}")
-        unknown = set(self.extra_args) - set(COMPONENTS)
+            raise ValueError(f"unknown port names {sorted(unknown)}; known: {list(ALL_PORT_NAMES)}")
+        unknown = set(self.extra_args) - set(ALL_COMPONENTS)
         if unknown:
-            raise ValueError(f"unknown components {sorted(unknown)}; known: {list(COMPONENTS)}")
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {list(ALL_COMPONENTS)}")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components this configuration runs, in start order."""
+        return (*COMPONENTS, METRICS_SERVER) if self.metrics_server else COMPONENTS
 
 
 class DevCluster:
@@ -99,6 +115,9 @@ class DevCluster:
         self.node_address: NodeAddress | None = None
         #: Addresses handed out per node name (`node_address_for`), kept until purge.
         self.node_addresses: dict[str, str] = {}
+        #: Whether the cluster was last started with metrics-server (kept in state.json, so that
+        #: `up` after `down` from another process starts it again).
+        self.with_metrics_server = self.config.metrics_server
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -136,6 +155,32 @@ class DevCluster:
         )
 
     @property
+    def front_proxy_ca(self) -> KeyPair:
+        """The CA of the aggregation layer's client certificate (not the cluster CA: extension
+        API servers trust identity headers from anyone this CA signed)."""
+        return KeyPair(self.pki_dir / "front-proxy-ca.crt", self.pki_dir / "front-proxy-ca.key")
+
+    @property
+    def front_proxy_client(self) -> KeyPair:
+        return KeyPair(
+            self.pki_dir / f"{FRONT_PROXY_CLIENT}.crt", self.pki_dir / f"{FRONT_PROXY_CLIENT}.key"
+        )
+
+    @property
+    def metrics_server_serving(self) -> KeyPair:
+        return KeyPair(
+            self.pki_dir / "metrics-server-serving.crt", self.pki_dir / "metrics-server-serving.key"
+        )
+
+    @property
+    def metrics_server_client(self) -> KeyPair:
+        return KeyPair(self.pki_dir / "metrics-server.crt", self.pki_dir / "metrics-server.key")
+
+    @property
+    def metrics_server_kubeconfig(self) -> Path:
+        return self.workdir / "metrics-server.kubeconfig"
+
+    @property
     def node_ip(self) -> str:
         """The address virtual nodes of this cluster should listen on and advertise."""
         return self.node_address.address if self.node_address else "127.0.0.1"
@@ -170,13 +215,16 @@ class DevCluster:
         stopped again (everything, if nothing was running before).
         """
         running = self.running_components()
-        if len(running) == len(COMPONENTS):
+        wanted = self.config.components
+        missing = [name for name in wanted if name not in running]
+        if not missing:
             raise AlreadyRunningError(
                 "devcluster", f"the cluster in {self.workdir} is already running"
             )
-        missing = [name for name in COMPONENTS if name not in running]
         binaries = ensure_binaries(self.config.versions, progress=self.progress)
+        metrics_binary = ensure_metrics_server(self.progress) if METRICS_SERVER in missing else None
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.with_metrics_server = self.config.metrics_server
         before = dict(self.components)
         if running:
             self.progress(f"{', '.join(running)} running; starting {', '.join(missing)}")
@@ -184,6 +232,7 @@ class DevCluster:
             self._choose_ports(running)
             self._save_state()
             self._write_pki()
+            self._write_aggregation_pki()
             self._ensure_node_address()
             if ETCD in missing:
                 self._start_etcd(binaries)
@@ -192,6 +241,8 @@ class DevCluster:
             self._start_controllers(binaries, [n for n in missing if n in COMPONENTS[2:]])
             if CONTROLLER_MANAGER in missing:
                 self._wait_for_default_service_account()
+            if metrics_binary is not None:
+                self._start_metrics_server(metrics_binary)
         except BaseException:
             if running:
                 for name in reversed(missing):
@@ -209,7 +260,7 @@ class DevCluster:
         """Stop the components this cluster started, last-started first; keep data and logs."""
         if not self.components:
             self._load_state()
-        for name in reversed(COMPONENTS):
+        for name in reversed(ALL_COMPONENTS):
             component = self.components.get(name)
             if component is not None:
                 component.stop(timeout)
@@ -350,7 +401,8 @@ class DevCluster:
 
     def _choose_ports(self, running: Sequence[str]) -> None:
         recorded = dict(self.ports)
-        for name in PORT_NAMES:
+        names = (*PORT_NAMES, METRICS_SERVER) if self.config.metrics_server else PORT_NAMES
+        for name in names:
             component = ETCD if name == "etcd-peer" else name
             fixed = self.config.ports.get(name)
             port = recorded.get(name)
@@ -435,6 +487,26 @@ class DevCluster:
         create_service_account_keys(self.pki_dir)
         self._write_admin_kubeconfig()
 
+    def _write_aggregation_pki(self) -> None:
+        # Separate from _write_pki so that clusters created before the aggregation layer was
+        # configured get these files too (their other identities are kept).
+        if not self.front_proxy_ca.key.exists():
+            front = CertificateAuthority.create(
+                self.pki_dir, "virtual-kubelet-devcluster-front-proxy-ca", stem="front-proxy-ca"
+            )
+            front.issue(
+                self.pki_dir, FRONT_PROXY_CLIENT, common_name=FRONT_PROXY_CLIENT, client=True
+            )
+        if not self.metrics_server_client.key.exists():
+            ca = CertificateAuthority.load(self.ca)
+            ca.issue(
+                self.pki_dir,
+                "metrics-server-serving",
+                common_name="metrics-server",
+                server_names=list(metrics_server.SERVING_NAMES),
+            )
+            ca.issue(self.pki_dir, "metrics-server", common_name=metrics_server.USER, client=True)
+
     def _write_admin_kubeconfig(self) -> None:
         write_kubeconfig(
             self.kubeconfig,
@@ -474,7 +546,14 @@ class DevCluster:
         apiserver = self._spawn(
             APISERVER,
             apiserver_argv(
-                binaries.kube_apiserver, cert_dir, self.ports, pki, self.ca, self.kubelet_client
+                binaries.kube_apiserver,
+                cert_dir,
+                self.ports,
+                pki,
+                self.ca,
+                self.kubelet_client,
+                self.front_proxy_ca,
+                self.front_proxy_client,
             ),
         )
 
@@ -520,6 +599,49 @@ class DevCluster:
         for component in started:
             component.wait_ready(healthy(component.name), self.config.start_timeout, "healthy")
 
+    def _start_metrics_server(self, binary: Path) -> None:
+        self.progress("starting metrics-server")
+        write_kubeconfig(
+            self.metrics_server_kubeconfig,
+            server=self.server,
+            ca=self.ca.cert,
+            client=self.metrics_server_client,
+            cluster="virtual-kubelet-devcluster",
+            user=metrics_server.USER,
+        )
+        port = self.ports[METRICS_SERVER]
+        # Registered first: metrics-server reads its RBAC-guarded configuration as it starts.
+        metrics_server.register(self, self.ca.cert, port)
+        component = self._spawn(
+            METRICS_SERVER,
+            metrics_server_argv(
+                binary,
+                self.metrics_server_kubeconfig,
+                self.ports,
+                self.ca,
+                self.metrics_server_serving,
+                self.config.metrics_resolution,
+            ),
+        )
+        trusting_ca = ssl.create_default_context(cafile=str(self.ca.cert))
+
+        def live() -> bool:
+            code, _ = https_get("127.0.0.1", port, "/livez", trusting_ca, 5)
+            return code == 200
+
+        component.wait_ready(live, self.config.start_timeout, "live (/livez)")
+
+        # The aggregator reached it: `kubectl top` and discovery of metrics.k8s.io work.
+        def registered() -> bool:
+            code, body = self.api_get(
+                f"/apis/apiregistration.k8s.io/v1/apiservices/{metrics_server.APISERVICE}"
+            )
+            return code == 200 and metrics_server.available(json.loads(body))
+
+        component.wait_ready(
+            registered, self.config.start_timeout, f"{metrics_server.APISERVICE} Available"
+        )
+
     def _wait_for_default_service_account(self) -> None:
         # The service-account controller creating `default` proves the controllers really run.
         def exists() -> bool:
@@ -537,6 +659,7 @@ class DevCluster:
                 "etcd": self.config.versions.etcd,
             },
             "ports": self.ports,
+            "metrics_server": self.with_metrics_server,
             "node_address": self.node_address.__dict__ if self.node_address else None,
             # Merged with what is on disk: `node-address` may have added one from another process.
             "node_addresses": {
@@ -569,3 +692,4 @@ class DevCluster:
         address = state.get("node_address")
         self.node_address = NodeAddress(**address) if address else None
         self.node_addresses = {str(k): str(v) for k, v in state.get("node_addresses", {}).items()}
+        self.with_metrics_server = bool(state.get("metrics_server", False))

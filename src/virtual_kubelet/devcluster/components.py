@@ -14,11 +14,19 @@ APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
 COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+#: Optional: serves metrics.k8s.io (`kubectl top`) through the API server's aggregation layer.
+METRICS_SERVER = "metrics-server"
+#: Every component a cluster may run, in start order (stopped in reverse).
+ALL_COMPONENTS = (*COMPONENTS, METRICS_SERVER)
 #: Port names: one per component plus etcd's peer port.
 PORT_NAMES = (ETCD, "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+ALL_PORT_NAMES = (*PORT_NAMES, METRICS_SERVER)
 
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: The client the aggregation layer presents to extension API servers (metrics-server), and the
+#: only name they accept request headers (X-Remote-User...) from.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 class ControllerTimings(Protocol):
@@ -60,6 +68,8 @@ def apiserver_argv(
     pki: Path,
     ca: KeyPair,
     kubelet_client: KeyPair,
+    front_proxy_ca: KeyPair,
+    front_proxy_client: KeyPair,
 ) -> list[str]:
     return [
         str(binary),
@@ -83,6 +93,17 @@ def apiserver_argv(
         f"--kubelet-client-certificate={kubelet_client.cert}",
         f"--kubelet-client-key={kubelet_client.key}",
         "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        # The aggregation layer (metrics.k8s.io for `kubectl top`): the API server proxies to
+        # extension API servers as front-proxy-client, passing the caller in request headers that
+        # they trust only from a client certificate of the front-proxy CA with that name.
+        f"--requestheader-client-ca-file={front_proxy_ca.cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-uid-headers=X-Remote-Uid",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={front_proxy_client.cert}",
+        f"--proxy-client-key-file={front_proxy_client.key}",
         "--profiling=false",
     ]
 
@@ -133,4 +154,33 @@ def scheduler_argv(
         *_common(kubeconfig),
         f"--secure-port={ports[SCHEDULER]}",
         f"--cert-dir={workdir / SCHEDULER}",
+    ]
+
+
+def metrics_server_argv(
+    binary: Path,
+    kubeconfig: Path,
+    ports: Mapping[str, int],
+    ca: KeyPair,
+    serving: KeyPair,
+    resolution: str,
+) -> list[str]:
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports[METRICS_SERVER]}",
+        # Served with a certificate of the cluster CA, which the APIService's caBundle names.
+        f"--tls-cert-file={serving.cert}",
+        f"--tls-private-key-file={serving.key}",
+        # Kubelets, virtual ones included, are scraped as upstream's deployment scrapes them: at
+        # the InternalIP and port their Node reports, their serving certificates (CSR-issued by
+        # the cluster CA) verified, as the kubeconfig's user (its client certificate).
+        f"--kubelet-certificate-authority={ca.cert}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--kubelet-use-node-status-port",
+        f"--metric-resolution={resolution}",
+        "--profiling=false",
     ]

@@ -1,4 +1,4 @@
-"""Certificates and keys for the dev cluster: one CA, serving and client certificates, SA keys.
+"""Certificates and keys for the dev cluster: its CAs, serving and client certificates, SA keys.
 
 Uses ECDSA P-256 for TLS (fast to generate on small machines) and RSA for the service-account
 signing key (the most widely supported JWT algorithm). Writes PEM files; reads nothing from the net.
@@ -66,8 +66,13 @@ class CertificateAuthority:
 
     @classmethod
     def create(
-        cls, directory: Path, common_name: str = "virtual-kubelet-devcluster-ca"
+        cls,
+        directory: Path,
+        common_name: str = "virtual-kubelet-devcluster-ca",
+        *,
+        stem: str = "ca",
     ) -> CertificateAuthority:
+        """A new CA in `directory/<stem>.crt` and `<stem>.key`."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -98,7 +103,7 @@ class CertificateAuthority:
             )
             .sign(key, hashes.SHA256())
         )
-        files = KeyPair(directory / "ca.crt", directory / "ca.key")
+        files = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, files.key)
         return cls(cert, key, files)

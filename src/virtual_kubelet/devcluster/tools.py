@@ -1,4 +1,5 @@
-"""Go command-line tools the deployment tests need (helm, promtool), built from their Go modules and cached.
+"""Go command-line tools the deployment tests and the dev cluster need (helm, promtool,
+metrics-server), built from their Go modules and cached.
 
 Like the control plane, each tool is compiled once from its published module through a wrapper
 module (`build.ensure_tool`) into `~/.cache/virtual-kubelet/tools/<name>-<version>`; nothing is
@@ -38,6 +39,20 @@ PROMTOOL = GoTool(
 )
 
 
+#: metrics-server (serves metrics.k8s.io for `kubectl top`), pinned: v0.8.x supports Kubernetes
+#: 1.31 and later and scrapes each kubelet's `/metrics/resource`. Stamped like its release build.
+METRICS_SERVER_VERSION = "v0.8.0"
+METRICS_SERVER = GoTool(
+    name="metrics-server",
+    module="sigs.k8s.io/metrics-server",
+    version=METRICS_SERVER_VERSION,
+    package="sigs.k8s.io/metrics-server/cmd/metrics-server",
+    binary="metrics-server",
+    # Its Makefile stamps client-go's version package (what `metrics-server --version` prints).
+    ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
+)
+
+
 def _silent(_: str) -> None:
     pass
 
@@ -58,8 +73,20 @@ def ensure_promtool(progress: Progress = _silent) -> Path:
     return ensure_tool(PROMTOOL, progress=progress)
 
 
+def ensure_metrics_server(progress: Progress = _silent) -> Path:
+    """The path of metrics-server: `$VK_METRICS_SERVER` if set, else built once and cached."""
+    explicit = os.environ.get("VK_METRICS_SERVER")
+    if explicit:
+        return Path(explicit)
+    return ensure_tool(METRICS_SERVER, progress=progress)
+
+
 def main(argv: list[str]) -> int:
-    tools = {"helm": ensure_helm, "promtool": ensure_promtool}
+    tools = {
+        "helm": ensure_helm,
+        "promtool": ensure_promtool,
+        "metrics-server": ensure_metrics_server,
+    }
     if len(argv) != 1 or argv[0] not in tools:
         print(f"usage: python -m virtual_kubelet.devcluster.tools {{{','.join(tools)}}}")
         return 2
