@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,18 +314,21 @@ def test_logs_follow_new_lines(
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
+    seen: list[str] = []
+
+    def read() -> None:
         assert follow.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(seen) < 25:
-            line = follow.stdout.readline()
-            if not line:
-                break
+        for line in follow.stdout:
             seen.append(line.strip())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: len(seen) >= 25, 60, "25 lines from kubectl logs -f")
     finally:
         follow.kill()
         follow.wait()
+        reader.join(10)
     numbers = [int(s.removeprefix("line-")) for s in seen]
     # In order, none twice, none skipped: new lines only, across several polls of the tail.
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
