@@ -158,3 +158,23 @@ def test_once_the_cache_is_newer_than_our_last_write_it_is_the_base_again() -> N
     asyncio.run(_with_writer(api, steps))
     assert api.pod["status"]["phase"] == "Running", api.patches
     assert api.pod["status"]["message"] == "still running"
+
+
+def test_the_answer_to_our_patch_is_let_go_once_the_cache_has_caught_up() -> None:
+    # A pod whose status stops changing must not keep a second full copy of itself in the
+    # writer (issue 18: ~18 KB per held pod).
+    api = StatusSubresource(_status("Pending"))
+
+    async def steps(writer: Writer) -> None:
+        await writer.report(_status("Running", pid=100))
+        writer.writer.cache_updated(KEY, writer.cache)  # an older event: still kept
+        assert KEY in writer.writer._written
+        writer.refresh_cache()
+        writer.writer.cache_updated(KEY, writer.cache)
+        assert KEY not in writer.writer._written
+        # The base of the next diff is the cache again, and the next write is right.
+        await writer.report({**_status("Running", pid=100), "message": "still running"})
+
+    asyncio.run(_with_writer(api, steps))
+    assert api.pod["status"]["phase"] == "Running", api.patches
+    assert api.pod["status"]["message"] == "still running"

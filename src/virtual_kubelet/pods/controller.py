@@ -119,6 +119,7 @@ class PodController:
         self._sync_queue.add(key_of(pod))
 
     def _on_update(self, old: Pod, new: Pod) -> None:
+        self._status.cache_updated(key_of(new), new)
         meta_old, meta_new = old["metadata"], new["metadata"]
         if (
             old.get("spec") != new.get("spec")

@@ -55,6 +55,13 @@ class StatusWriter:
         self._reported[key] = (uid, status)
         self.queue.add(key)
 
+    def cache_updated(self, key: str, pod: Pod) -> None:
+        """The pod cache now holds `pod`: drop the answer to our last PATCH once the cache has
+        caught up with it (the rule of `_freshest`), so a pod whose status no longer changes does
+        not keep a second, full copy of itself here (~18 KB each)."""
+        if key in self._written:
+            self._freshest(key, pod)
+
     def forget(self, key: str) -> None:
         """The pod is gone: drop a status not yet written."""
         self._reported.pop(key, None)
