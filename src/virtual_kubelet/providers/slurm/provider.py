@@ -285,13 +285,15 @@ class SlurmProvider(Provider):
         shutil.rmtree(record.job_dir, ignore_errors=True)
 
     async def _cancel(self, job_id: str, grace: float) -> None:
-        """SIGTERM to every process of the job, SIGKILL and cancel once the grace period is
-        over (or at once for a pending job or grace 0)."""
+        """SIGTERM to every container (each is a job step), SIGKILL to every process of the job
+        and cancel once the grace period is over (or at once for a pending job or grace 0).
+        The TERM leaves out the batch script and the srun processes in it: srun would take a
+        TERM as a reason to kill its step at once, instead of letting the container stop."""
         deadline = time.monotonic() + grace
         job = next((j for j in self.jobs.values() if j.job_id == job_id), None)
         if grace > 0 and job is not None and job.state == "RUNNING":
             try:
-                await self.cli.run("scancel", "--signal=TERM", "--full", job_id)
+                await self.cli.run("scancel", "--signal=TERM", job_id)
             except SlurmCallFailed as exc:
                 log.warning("scancel --signal=TERM %s: %s", job_id, exc)
             while time.monotonic() < deadline - 0.5:

@@ -1,11 +1,12 @@
 """A pod as one Slurm batch job: the job directory's files (the batch script, one env file per
 container) and the sbatch options (resources, placement, time limit, the pod's identity).
 
-Containers are plain processes on the compute node: the image is NOT pulled or used (its name is
-only reported back). Init containers run one after the other first; a failing one ends the job.
-The main containers then run side by side, each with its own CRI-format log (`logs/<name>.log`,
-lines time-stamped by a small perl filter) and its start time and exit code in `status/`, which
-is how the provider reports per-container states. Env values (maybe secrets) go only into the
+Containers are plain processes on the compute node, each one job step of its own (`srun
+--overlap`, the step named after the container): the image is NOT pulled or used (its name is
+only reported back). Init containers run one step after the other first; a failing one ends the
+job. The main containers then run side by side, each with its own CRI-format log
+(`logs/<name>.log`, lines time-stamped by a small perl filter) and its start time and exit code in
+`status/`, which is how the provider reports per-container states. Env values (maybe secrets) go only into the
 env files (mode 0600), never into the script or the sbatch command line, which Slurm keeps and
 shows (`scontrol write batch_script`).
 """
@@ -172,20 +173,45 @@ def build(
         f"# virtual-kubelet: pod {meta.get('namespace')}/{meta.get('name')} ({uid})",
         f"export PATH={DEFAULT_PATH}",
         f"cd {shlex.quote(job_dir)} || exit 97",
-        "kept=()",
+        # Inside a container's step: the kept variables are the step's own (its SLURM_STEP_ID,
+        # the GPUs it was given). The log filters run in the step too (so that srun's own
+        # messages stay out of the container's log) and are waited for a little after the
+        # container ended: the step's end kills what is left of it. The container is a child,
+        # not exec'd, for that wait; a TERM reaches it directly (Slurm signals the whole step).
+        "read -r -d '' STEP <<'VK_STEP_END'",
+        "name=$1 dir=$2 workdir=$3; shift 3",
+        "envs=()",
         "for v in $(compgen -e); do case $v in "
         + "|".join(KEPT_FROM_JOB)
-        + ') kept+=("$v=${!v}");; esac; done',
+        + ') envs+=("$v=${!v}");; esac; done',
+        'while IFS= read -r -d \'\' kv; do envs+=("$kv"); done < "$dir/env/$name.env"',
+        'exec > >(perl "$dir/stamp.pl" stdout "$dir/logs/$name.log")',
+        "out=$!",
+        'exec 2> >(perl "$dir/stamp.pl" stderr "$dir/logs/$name.log")',
+        "err=$!",
+        "trap true TERM",
+        'cd "$workdir" || exit 97',
+        'env -i "${envs[@]}" "$@" &',
+        "pid=$!",
+        'while true; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
+        "exec >&- 2>&-",
+        "for _ in $(seq 50); do { kill -0 $out || kill -0 $err; } 2>/dev/null || break; sleep 0.1; done",
+        'exit "$code"',
+        "VK_STEP_END",
         "run_container() {",
-        "  local name=$1; shift",
-        '  local -a envs=("${kept[@]}")',
-        '  while IFS= read -r -d \'\' kv; do envs+=("$kv"); done < "env/$name.env"',
+        "  local name=$1 workdir=$2; shift 2",
         # A TERM (the grace period) must reach the process, not end this shell before the exit
         # code is written.
         "  trap true TERM",
         '  date -u +%Y-%m-%dT%H:%M:%S.%NZ > "status/$name.started"',
-        '  (cd "${WORKDIR:-.}" && exec env -i "${envs[@]}" "$@") </dev/null \\',
-        '    > >(perl stamp.pl stdout "logs/$name.log") 2> >(perl stamp.pl stderr "logs/$name.log")',
+        # One job step per container. --overlap: the containers share the job's CPUs, memory
+        # and GPUs, as a pod's containers share the node; the CPU count is explicit, as srun
+        # no longer takes it from the job (Slurm 22.05). --export=ALL: the job's own environment
+        # (sbatch --export=NONE would otherwise leave the step without PATH); the container gets
+        # only the kept variables. srun's own messages go to the job's output, not the log.
+        '  srun --overlap --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \\',
+        '    --job-name="$name" --quiet --export=ALL /bin/bash -c "$STEP" step "$name" "$PWD" "$workdir" "$@" \\',
+        "    </dev/null",
         "  local code=$?",
         '  echo "$code $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" > "status/$name.exit.tmp"',
         '  mv "status/$name.exit.tmp" "status/$name.exit"',
@@ -202,12 +228,12 @@ def build(
     for container in inits:
         argv = " ".join(shlex.quote(a) for a in _argv(container))
         workdir = shlex.quote(container.get("workingDir") or job_dir)
-        lines.append(f"WORKDIR={workdir} run_container {container['name']} {argv} || exit $?")
+        lines.append(f"run_container {container['name']} {workdir} {argv} || exit $?")
     lines.append("pids=()")
     for container in containers:
         argv = " ".join(shlex.quote(a) for a in _argv(container))
         workdir = shlex.quote(container.get("workingDir") or job_dir)
-        lines.append(f"WORKDIR={workdir} run_container {container['name']} {argv} &")
+        lines.append(f"run_container {container['name']} {workdir} {argv} &")
         lines.append('pids+=("$!")')
     lines += [
         "result=0",
