@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from virtual_kubelet.kubelet_api.api import KubeletApi
 from virtual_kubelet.kubelet_api.auth import Authenticator, Authorizer
 from virtual_kubelet.kubelet_api.certs import ServingIdentity, self_signed, server_context
-from virtual_kubelet.kubelet_api.http import KubeletHttpServer
+from virtual_kubelet.kubelet_api.http import KubeletHttpServer, Request, Responder, Router
 from virtual_kubelet.kubelet_api.provider_errors import provider_failure
 from virtual_kubelet.sdk import (
     ContainerIO,
@@ -195,3 +196,52 @@ def test_exec_failures_reach_the_client_as_the_same_message(tmp_path: Path) -> N
 )
 def test_the_mapping(error: Exception, status: int) -> None:
     assert provider_failure(error).status == status
+
+
+def test_stopping_the_server_under_an_open_stream_logs_no_error(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """`kubectl logs -f` open while the agent shuts down: the stream ends, and no ERROR traceback
+    ("Exception in callback ...") lands in the agent's log."""
+    streaming = asyncio.Event()
+    cert, key = self_signed(ServingIdentity("n1", ("127.0.0.1",)))
+
+    async def forever(request: Request, responder: Responder) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first line\n"
+            streaming.set()
+            await asyncio.Event().wait()
+            yield b""  # never reached
+
+        await responder.stream(200, chunks())
+
+    async def main() -> None:
+        router = Router()
+        router.add("/follow", ("GET",), forever)
+        server = KubeletHttpServer(
+            router,
+            Authenticator(None, anonymous=True),
+            Authorizer(None, "n1", always_allow=True),
+            server_context(cert, key, None, tmp_path),
+        )
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = await server.start(listener)
+        try:
+            client = ssl.create_default_context()
+            client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.write(b"GET /follow HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(streaming.wait(), 10)
+            await server.stop()
+            # The client sees its stream end rather than hang.
+            rest = await asyncio.wait_for(reader.read(), 10)
+            assert b"first line" in rest
+            writer.close()
+            await asyncio.sleep(0)  # let asyncio run the connection task's done-callbacks
+        finally:
+            listener.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(main())
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -233,6 +233,11 @@ class KubeletHttpServer:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection. Ending normally matters: on Python 3.11, asyncio's
+            # done-callback for client_connected_cb calls task.exception(), which raises on a
+            # cancelled task and logs an ERROR traceback for every stream open at shutdown.
+            pass
         except Exception:
             log.exception("kubelet API connection failed")
         finally:
