@@ -19,7 +19,8 @@ Containers are simulated by running each container's command line as a local pro
 is recorded, never pulled): Waiting until the group is provisioned, Running while the process
 runs, Terminated with its exit code, restarted per the group's restart policy (restartCount and
 previousState kept). A container without a command prints a line and sleeps. Its output, with
-timestamps, is what listLogs returns.
+timestamps, is what listLogs returns. Volumes are directories (secret volumes' files decoded), found
+by a container through `mount_variable(mountPath)` in its environment.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Container:
     events: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     process: asyncio.subprocess.Process | None = None
+    volume_dirs: dict[str, Path] = field(default_factory=dict)
 
     def event(self, name: str, message: str) -> None:
         now = _iso(_now())
@@ -535,6 +537,7 @@ class AciServer:
         for container in group.containers.values():
             image = container.spec["properties"]["image"]
             container.event("Pulled", f'Successfully pulled image "{image}"')
+        self._write_volumes(group)
         group.provisioning = "Succeeded"
         self.operations[op] = "Succeeded"
         policy = (group.body.get("properties") or {}).get("restartPolicy", "Always")
@@ -546,7 +549,24 @@ class AciServer:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
         for entry in container.spec["properties"].get("environmentVariables") or []:
             env[entry["name"]] = str(entry.get("value") or entry.get("secureValue") or "")
+        for mount in container.spec["properties"].get("volumeMounts") or []:
+            env[mount_variable(mount["mountPath"])] = str(container.volume_dirs[mount["name"]])
         return env
+
+    def _write_volumes(self, group: Group) -> None:
+        """Secret volumes as files and emptyDirs as directories, one directory per volume: a local
+        process cannot have them at their mount paths, so it finds them through
+        `mount_variable(mountPath)` in its environment."""
+        root = self.workdir / "volumes" / group.name
+        dirs: dict[str, Path] = {}
+        for volume in (group.body.get("properties") or {}).get("volumes") or []:
+            path = root / volume["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            for file_name, content in (volume.get("secret") or {}).items():
+                (path / file_name).write_bytes(base64.b64decode(content))
+            dirs[volume["name"]] = path
+        for container in group.containers.values():
+            container.volume_dirs = dirs
 
     def _argv(self, container: Container) -> list[str]:
         command = container.spec["properties"].get("command") or []
@@ -695,6 +715,11 @@ class AciServer:
         feeder.cancel()
         await ws.close()
         return ws
+
+
+def mount_variable(mount_path: str) -> str:
+    """The environment variable naming where a simulated container finds `mount_path`."""
+    return "ACI_LOOPBACK_MOUNT" + re.sub(r"[^A-Za-z0-9]", "_", mount_path.rstrip("/")).upper()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ lines run as local processes."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -11,21 +12,23 @@ import pytest
 from virtual_kubelet.devcluster import DevCluster
 from virtual_kubelet.testing import ConformanceProfile, ProviderConformance, Workload, Workloads
 
-from .aci_server import AciServer, running
+from .aci_server import AciServer, mount_variable, running
 from .test_azure_provider import azure_config
 
 
 class AciWorkloads(Workloads):
     """Shell commands, as the loopback server runs them. What ACI cannot do is said here: no
-    attach or port-forward (the provider does not implement them), volume files are not visible
-    to the simulated containers (the secret volumes' content is checked in the request instead,
-    in test_azure_provider.py), and a startup probe is refused."""
+    attach or port-forward (the provider does not implement them), no exec of a shell script
+    (ACI splits the command line at spaces: volume files are read in the log instead), and a
+    startup probe is refused."""
 
-    def reports(self, mount_path: str, file_name: str) -> Workload | None:
-        return None
+    def file(self, mount_path: str, file_name: str) -> str:
+        # The loopback's containers are local processes: a volume is a directory named by an
+        # environment variable, not a mount.
+        return f'"${{{mount_variable(mount_path)}}}"/{shlex.quote(file_name)}'
 
     def read_command(self, mount_path: str, file_name: str) -> list[str] | None:
-        return None
+        return None  # exec takes one command line split at spaces: no `sh -c "cat ..."`
 
     def echoes_stdin(self) -> Workload | None:
         return None
