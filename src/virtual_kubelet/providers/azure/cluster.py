@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _COMPONENT = "virtual-kubelet/azure"
 _QUEUE_LIMIT = 1000
+_COUNTS_LIMIT = 10000
 
 
 def _normalised(host: str) -> str:
@@ -184,6 +185,8 @@ class Cluster:
         name = f"{meta['name']}.aci-{digest}"
         namespace = meta["namespace"]
         now = rfc3339()
+        if len(self._counts) > _COUNTS_LIMIT:
+            self._counts.clear()  # old pods' counts; a repeat then writes a fresh Event
         count = self._counts.get(name, 0) + 1
         self._counts[name] = count
         if count > 1:
