@@ -308,3 +308,16 @@ def test_logs_keep_timestamps_only_when_asked_and_honour_since() -> None:
     assert asyncio.run(collect(LogOptions(timestamps=True)))[0] == (
         b"2026-01-01T00:00:01.000000000Z old\n"
     )
+
+
+def test_a_user_assigned_identity_from_the_annotation() -> None:
+    identity = (
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
+        "userAssignedIdentities/app"
+    )
+    pod = _pod(annotations={"azure.virtual-kubelet.io/managed-identity": identity})
+    body = m.ContainerGroup.serialize(container_group(pod, _config(), "n", Inputs()))
+    assert body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {identity: {}}}
+    bad = _pod(annotations={"azure.virtual-kubelet.io/managed-identity": "app"})
+    with pytest.raises(InvalidInput, match="managed identity"):
+        container_group(bad, _config(), "n", Inputs())

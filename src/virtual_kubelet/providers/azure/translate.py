@@ -22,6 +22,8 @@ __all__ = ["GPU_SKU_ANNOTATIONS", "Inputs", "container_group", "registry_of"]
 #: The GPU SKU (K80, P100, V100) of a pod asking for nvidia.com/gpu; the second is the original's.
 GPU_SKU_ANNOTATIONS = (ANNOTATION_PREFIX + "gpu-sku", "virtual-kubelet.io/gpu-type")
 DNS_LABEL_ANNOTATIONS = (ANNOTATION_PREFIX + "dns-name-label", "virtualkubelet.io/dnsnamelabel")
+#: A user-assigned managed identity (its ARM id) the group runs as.
+IDENTITY_ANNOTATION = ANNOTATION_PREFIX + "managed-identity"
 GPU = "nvidia.com/gpu"
 _GIB = 2**30
 # ACI's defaults for a container asking for nothing (the original provider's too).
@@ -276,6 +278,15 @@ def container_group(
         image_registry_credentials=credentials or None,
         volumes=_volumes(pod, inputs) or None,
     )
+    identity = _annotation(pod, (IDENTITY_ANNOTATION,))
+    if identity:
+        if not identity.startswith("/subscriptions/"):
+            raise InvalidInput(
+                f"{IDENTITY_ANNOTATION}: {identity!r} is not a managed identity's ARM id"
+            )
+        group.identity = m.ContainerGroupIdentity(
+            type="UserAssigned", user_assigned_identities={identity: m.UserAssignedIdentities()}
+        )
     dns_label = _annotation(pod, DNS_LABEL_ANNOTATIONS)
     if group_ports or dns_label:
         group.ip_address = m.IpAddress(
