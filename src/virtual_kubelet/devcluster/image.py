@@ -7,9 +7,9 @@ machine that has apt and PyPI but no Docker engine and no public registry.
 Two layers, each cached under `<cache>/image/`:
 
 1. **base**: a Debian bookworm root filesystem from `mmdebstrap --variant=essential` (Debian's
-   Essential packages, python3 and ca-certificates from the host's apt sources; no apt, no
-   compiler, no docs), plus the non-root user 65532 `virtual-kubelet`. Keyed by the package
-   list, so it is built once (about a minute) and reused.
+   Essential packages, python3 and ca-certificates from deb.debian.org with bookworm-updates and
+   -security; no apt, no compiler, no docs), plus the non-root user 65532 `virtual-kubelet`.
+   Keyed by the sources and the package list, so it is built once (about a minute) and reused.
 2. **app**: `/opt/virtual-kubelet`, a virtual environment made by the base's own python3 (in a
    chroot), holding this checkout's wheel and its dependencies, installed from wheels that the
    host's pip built or downloaded (the "build stage": only the wheels cross over, pip itself is
@@ -46,6 +46,13 @@ SUITE = "bookworm"
 #: Beyond Debian's Essential set: the interpreter (Debian's 3.11, as the package requires) with
 #: its full standard library, and the CA bundle for TLS to cloud APIs.
 BASE_PACKAGES = ("python3-minimal", "libpython3.11-stdlib", "ca-certificates")
+#: Named explicitly: without them mmdebstrap reads sources from a non-terminal stdin or takes
+#: the host's, which need not be Debian's. Security and point-release updates included.
+SOURCES = (
+    f"deb http://deb.debian.org/debian {SUITE} main",
+    f"deb http://deb.debian.org/debian {SUITE}-updates main",
+    f"deb http://deb.debian.org/debian-security {SUITE}-security main",
+)
 #: Left out of the base, as the slim Python images do.
 EXCLUDED_PATHS = (
     "/usr/share/doc/*",
@@ -64,7 +71,10 @@ ENV = (
     "PYTHONUNBUFFERED=1",
 )
 PORTS = (10250, 10255)
-TOOLS = {"mmdebstrap": "/usr/bin/mmdebstrap"}
+TOOLS = {
+    "mmdebstrap": "/usr/bin/mmdebstrap",
+    "debian-archive-keyring": "/usr/share/keyrings/debian-archive-keyring.gpg",
+}
 #: The inputs of the wheel, relative to the checkout.
 SOURCE_INPUTS = ("pyproject.toml", "README.md", "src")
 
@@ -89,7 +99,9 @@ def checkout() -> Path:
 
 
 def _run(step: str, command: list[str], env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, env=env
+    )
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
         raise ImageBuildError(f"{step} failed ({result.returncode}):\n" + "\n".join(tail))
@@ -147,7 +159,7 @@ class ImageBuilder:
 
     @property
     def base_key(self) -> str:
-        return _hash_inputs(SUITE, *BASE_PACKAGES, *EXCLUDED_PATHS, f"{USER}:{UID}:{GID}")
+        return _hash_inputs(*SOURCES, *BASE_PACKAGES, *EXCLUDED_PATHS, f"{USER}:{UID}:{GID}")
 
     def base(self) -> Path:
         """The base's directory: `rootfs/` (kept for the app stage's chroot) and `layer.tar`."""
@@ -161,7 +173,7 @@ class ImageBuilder:
         except BackendUnavailable as exc:
             raise ImageBuildError(str(exc)) from None
         self.cache.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix="base-", dir=self.cache))
+        partial = Path(tempfile.mkdtemp(prefix="partial-base-", dir=self.cache))
         try:
             rootfs = partial / "rootfs"
             _run(
@@ -173,6 +185,7 @@ class ImageBuilder:
                     *(f"--dpkgopt=path-exclude={p}" for p in EXCLUDED_PATHS),
                     SUITE,
                     str(rootfs),
+                    *SOURCES,
                 ],
             )
             self._add_user(rootfs)
@@ -220,7 +233,7 @@ class ImageBuilder:
         layer = self.cache / f"app-{key}.tar"
         if layer.is_file():
             return layer
-        with tempfile.TemporaryDirectory(prefix="app-", dir=self.cache) as work:
+        with tempfile.TemporaryDirectory(prefix="partial-app-", dir=self.cache) as work:
             rootfs = Path(work) / "rootfs"
             _run("copying the base", ["cp", "-a", str(base / "rootfs"), str(rootfs)])
             wheels = rootfs / "tmp/wheels"
@@ -264,9 +277,9 @@ class ImageBuilder:
         return BuiltImage(reference, archive, time.monotonic() - started)
 
     def _prune(self, keep: set[str]) -> None:
-        """Older app layers and archives go (each is a few hundred MB); bases stay."""
+        """Older bases, app layers and archives go (each is a few hundred MB)."""
         for path in self.cache.iterdir():
-            if path.name.startswith(("app-", "image-")) and path.name not in keep:
+            if path.name.startswith(("base-", "app-", "image-")) and path.name not in keep:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
