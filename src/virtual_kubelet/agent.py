@@ -319,7 +319,7 @@ class Agent:
             resources,
             volumes if provider.wants_volume_files() else None,
         )
-        count_pods_from(pods.cached_pods)
+        count_pods_from(pods.cached_phases)
         # Every long-lived task of the agent, kept so that shutdown can cancel them all.
         tasks: list[asyncio.Task[None]] = []
         async with asyncio.TaskGroup() as group:

@@ -11,8 +11,7 @@ import contextlib
 import gc
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -110,7 +109,7 @@ class _PodsByPhase(Collector):
     nothing to keep in step)."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
+        self.source: Callable[[], Iterable[str | None]] = lambda: ()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -118,9 +117,7 @@ class _PodsByPhase(Collector):
             "Pods bound to this node, by phase as the API server has them.",
             labels=["phase"],
         )
-        phases = Tally(
-            str(pod.get("status", {}).get("phase") or "Pending") for pod in self.source()
-        )
+        phases = Tally(phase or "Pending" for phase in self.source())
         for phase in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
             family.add_metric([phase], phases.pop(phase, 0))
         for phase, count in sorted(phases.items()):
@@ -132,6 +129,7 @@ _PODS = _PodsByPhase()
 REGISTRY.register(_PODS)
 
 
-def count_pods_from(source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
-    """Where `virtual_kubelet_pods` counts pods (the agent's pod cache)."""
+def count_pods_from(source: Callable[[], Iterable[str | None]]) -> None:
+    """Where `virtual_kubelet_pods` counts pods: `status.phase` of each pod in the agent's pod
+    cache (None: no phase yet, counted as Pending)."""
     _PODS.source = source

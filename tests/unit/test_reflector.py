@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
+from virtual_kubelet.kube.packed import PackedStore, Packer
 from virtual_kubelet.kube.reflector import CallbackHandler, Reflector
 
 
@@ -36,7 +39,8 @@ class ScriptedClient:
             yield event
 
 
-def test_list_watch_bookmark_and_relist_after_410() -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["dict", "packed store"])
+def test_list_watch_bookmark_and_relist_after_410(packed: bool) -> None:
     calls: list[tuple[str, str, str]] = []
     handler = CallbackHandler(
         on_add=lambda o: calls.append(
@@ -85,6 +89,7 @@ def test_list_watch_bookmark_and_relist_after_410() -> None:
             name="pods",
             handler=handler,  # type: ignore[arg-type]
             field_selector="spec.nodeName=n1",
+            store=(lambda: PackedStore(Packer())) if packed else dict,
         )
         task = asyncio.create_task(reflector.run())
         await asyncio.wait_for(client.exhausted.wait(), 5)
@@ -102,6 +107,8 @@ def test_list_watch_bookmark_and_relist_after_410() -> None:
         ("add", "d", "58"),  # relist after 410: only real differences
     ]
     assert sorted(reflector.store) == ["ns/a", "ns/c", "ns/d"]
+    assert reflector.get("ns/a") == _obj("a", "55")
+    assert reflector.get("ns/b") is None
     assert client.list_params[0]["fieldSelector"] == "spec.nodeName=n1"
     first, resumed, after_relist = client.watch_params
     assert first["resourceVersion"] == "10"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
 from .client import KubeClient, Params
@@ -76,6 +76,7 @@ class Reflector:
         label_selector: str | None = None,
         page_size: int = 500,
         transform: Callable[[Obj], Obj] | None = None,
+        store: Callable[[], MutableMapping[str, Obj]] = dict,
     ) -> None:
         self.client = client
         self.url = url
@@ -88,7 +89,9 @@ class Reflector:
             self.selectors["fieldSelector"] = field_selector
         if label_selector:
             self.selectors["labelSelector"] = label_selector
-        self.store: dict[str, Obj] = {}
+        #: Makes an empty store: a dict, or e.g. a `packed.PackedStore` for many objects held long.
+        self._new_store = store
+        self.store: MutableMapping[str, Obj] = store()
         self.resource_version = ""
         self.synced = asyncio.Event()
 
@@ -112,7 +115,9 @@ class Reflector:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> None:
-        items: list[Obj] = []
+        # Each page goes into the new store as it arrives: a store that packs its objects never
+        # holds the whole list decoded at once.
+        fresh = self._new_store()
         params: dict[str, str | int | bool] = dict(self.selectors, limit=self.page_size)
         resource_version = ""
         while True:
@@ -122,31 +127,33 @@ class Reflector:
                 if exc.gone and "continue" in params:
                     # The continue token expired mid-list: start over, unpaginated.
                     params = dict(self.selectors)
-                    items = []
+                    fresh = self._new_store()
                     continue
                 raise
-            items.extend(self.transform(item) for item in page.get("items") or [])
+            for item in page.get("items") or []:
+                obj = self.transform(item)
+                fresh[key_of(obj)] = obj
             resource_version = resource_version or page["metadata"].get("resourceVersion", "")
             token = page["metadata"].get("continue")
             if not token:
                 break
             params["continue"] = token
-        self._replace(items)
+        self._replace(fresh)
         self.resource_version = resource_version
         self.synced.set()
 
-    def _replace(self, items: list[Obj]) -> None:
-        fresh = {key_of(obj): obj for obj in items}
+    def _replace(self, fresh: MutableMapping[str, Obj]) -> None:
         old_store, self.store = self.store, fresh
-        for key, obj in fresh.items():
+        for key in fresh:
+            obj = fresh[key]
             old = old_store.get(key)
             if old is None:
                 self._call(self.handler.on_add, obj)
             elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
                 self._call(self.handler.on_update, old, obj)
-        for key, old in old_store.items():
+        for key in old_store:
             if key not in fresh:
-                self._call(self.handler.on_delete, old)
+                self._call(self.handler.on_delete, old_store[key])
 
     async def _watch_until_relist(self) -> None:
         failures = 0
@@ -201,7 +208,8 @@ class Reflector:
             else:
                 self._call(self.handler.on_update, old, obj)
         elif kind == "DELETED":
-            self.store.pop(key, None)
+            if key in self.store:
+                del self.store[key]
             self._call(self.handler.on_delete, obj)
         if rv:
             self.resource_version = rv

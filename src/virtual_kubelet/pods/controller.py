@@ -20,6 +20,7 @@ import logging
 
 from ..kube.client import KubeClient, path
 from ..kube.events import EventRecorder
+from ..kube.packed import PackedStore, Packer
 from ..kube.reflector import CallbackHandler, Reflector
 from ..kube.workqueue import WorkQueue, run_workers
 from ..sdk import Capabilities, Pod, Provider, key_of, uid_of
@@ -37,6 +38,14 @@ from .volumes import PodVolumes
 __all__ = ["PodController"]
 
 log = logging.getLogger(__name__)
+
+#: One packer (a primed compressor and decompressor) for the pod cache.
+_PACKER = Packer()
+
+
+def _phase(pod: Pod) -> str | None:
+    phase = (pod.get("status") or {}).get("phase")
+    return str(phase) if phase else None
 
 
 class PodController:
@@ -58,6 +67,9 @@ class PodController:
             name="pods",
             field_selector=f"spec.nodeName={node.name}",
             handler=CallbackHandler(self._on_add, self._on_update, self._on_delete),
+            # Thousands of pods held for days: packed, ~300 bytes each instead of ~18 KB of
+            # dicts (issue 18); every read unpacks a private copy (~20 µs).
+            store=lambda: PackedStore(_PACKER, _phase),
         )
         self._sync_queue = WorkQueue(
             "pod-sync", base_delay=settings.retry_base_delay, max_delay=settings.retry_max_delay
@@ -104,8 +116,15 @@ class PodController:
     # --- what the rest of the agent may ask -------------------------------------------------------
 
     def cached_pods(self) -> list[Pod]:
-        """Every pod bound to this node, as last seen from the API server."""
+        """Every pod bound to this node, as last seen from the API server (unpacked: the
+        kubelet API's /pods; for counts use `cached_phases`)."""
         return list(self._api_pods.store.values())
+
+    def cached_phases(self) -> list[str | None]:
+        """`status.phase` of every pod bound to this node, without unpacking any."""
+        store = self._api_pods.store
+        assert isinstance(store, PackedStore)
+        return list(store.summaries())
 
     def resync_all(self) -> None:
         """Check every pod against the provider again (the periodic full resync)."""
