@@ -237,6 +237,17 @@ def test_the_phase_follows_the_kubelet() -> None:
     }
 
 
+def test_a_host_network_pod_has_the_nodes_ip_as_the_kubelet_reports_it() -> None:
+    host = PodState.new(_pod(hostNetwork=True))
+    assert "podIP" not in pod_status(host, "10.0.0.1")  # no sandbox yet
+    host.sandbox_id = "s1"  # the runtime reports no address for a host-network sandbox
+    status = pod_status(host, "10.0.0.1")
+    assert (status["podIP"], status["podIPs"]) == ("10.0.0.1", [{"ip": "10.0.0.1"}])
+    bridged = PodState.new(_pod())
+    bridged.sandbox_id, bridged.pod_ip = "s2", "10.244.77.5"
+    assert pod_status(bridged, "10.0.0.1")["podIP"] == "10.244.77.5"
+
+
 def test_dns_follows_the_dns_policy() -> None:
     extra = {"nameservers": ["9.9.9.9"], "options": [{"name": "edns0"}]}
     cluster = dns_config(_pod(dnsConfig=extra), ["10.96.0.10"], "cluster.local")
