@@ -121,7 +121,7 @@ class AwsClients:
                 "aws provider: no region (set `region` in the provider config, or AWS_REGION)"
             )
         client_config = AioConfig(
-            retries={"mode": config.retry_mode, "max_attempts": config.max_attempts},
+            retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
             connect_timeout=config.connect_timeout_seconds,
             read_timeout=config.read_timeout_seconds,
             user_agent_extra="virtual-kubelet-aws",
