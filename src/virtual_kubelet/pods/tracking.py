@@ -39,9 +39,9 @@ def spec_hash(pod: Pod) -> str:
     return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(slots=True)
 class TrackedPod:
-    """What we know about one pod in the provider."""
+    """What we know about one pod in the provider (one per pod: slots keep it small)."""
 
     uid: str
     in_provider: bool = False

@@ -19,6 +19,7 @@ from .. import __version__ as AGENT_VERSION
 from ..errors import InvalidInput, NotFound, ProviderError
 from ..expansion import expand, expand_command
 from ..kube.objects import deep_copy, key_of, uid_of
+from ..kube.packed import PackedStore, Packer
 from ..kube.quantity import QuantityError, format_quantity, parse_quantity
 from ..kube.timefmt import micro as micro_time
 from ..kube.timefmt import parse as parse_time
@@ -44,6 +45,8 @@ __all__ = [
     "NodeCallback",
     "NotFound",
     "OutputStream",
+    "PackedStore",
+    "Packer",
     "Pod",
     "PodCallback",
     "PodStatus",

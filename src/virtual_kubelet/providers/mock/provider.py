@@ -1,4 +1,7 @@
-"""The mock provider itself: pods kept in memory (and in the journal with `persist: true`)."""
+"""The mock provider itself: pods kept in memory (and in the journal with `persist: true`).
+
+Pods are held packed (`PackedStore`, a few hundred bytes each instead of ~15 KB of dicts): each
+read is a private copy, so a change is written back with `self._pods[key] = pod`."""
 
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from ...sdk import (
     LogOptions,
     Node,
     NotFound,
+    PackedStore,
+    Packer,
     Pod,
     PodCallback,
     PodStatus,
     Provider,
     ProviderContext,
-    deep_copy,
     key_of,
     rfc3339,
     uid_of,
@@ -36,13 +40,21 @@ from .journal import ENV_AT_REST, at_rest, had_env_values
 from .runtime import MockRuntime
 from .statuses import (
     pod_conditions,
-    public_copy,
     running_state,
     terminated_state,
     waiting_state,
 )
 
 log = logging.getLogger(__name__)
+
+#: Primed for pods; shared by every mock provider of the process.
+_PACKER = Packer()
+
+
+def _public(pod: Pod) -> Pod:
+    """A pod read from the store (a private copy) as the agent may see it."""
+    pod.pop("_stopping", None)
+    return pod
 
 
 class MockProvider(Provider):
@@ -53,7 +65,7 @@ class MockProvider(Provider):
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
         self.config = load_config(context.config_path, context.node_name)
-        self._pods: dict[str, Pod] = {}
+        self._pods: PackedStore[None] = PackedStore(_PACKER)
         self._attempts: dict[tuple[str, str], int] = {}
         self._timers: dict[str, list[asyncio.TimerHandle]] = {}
         self._notify: PodCallback | None = None
@@ -78,18 +90,20 @@ class MockProvider(Provider):
                     entry = json.loads(line)
                     if entry["op"] == "put":
                         self._pods[key_of(entry["pod"])] = entry["pod"]
-                    elif entry["op"] == "del":
-                        self._pods.pop(entry["key"], None)
+                    elif entry["op"] == "del" and entry["key"] in self._pods:
+                        del self._pods[entry["key"]]
         # Compact: one line per live pod.
         tmp = self._journal_path.with_suffix(".tmp")
         tmp.write_text(
             "".join(json.dumps({"op": "put", "pod": p}) + "\n" for p in self._pods.values())
         )
-        for pod in self._pods.values():
+        for key in list(self._pods):
+            pod = self._pods[key]
             if had_env_values(pod):
                 # The journal keeps env names only (values may be Secrets): a stale spec hash
                 # makes the agent send the pod again with its env resolved (update_pod).
                 pod["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = ENV_AT_REST
+                self._pods[key] = pod
         tmp.replace(self._journal_path)
         self._journal = self._journal_path.open("a", buffering=1)
         loop = asyncio.get_running_loop()
@@ -137,8 +151,9 @@ class MockProvider(Provider):
         self._fail_if_injected(pod, "create", self.config.fail_create)
         key = key_of(pod)
         startup = annotated_seconds(pod, "startup-seconds", self.config.startup_seconds) or 0.0
-        stored = deep_copy(pod)
-        status = stored.setdefault("status", {})
+        # Our own top level and status; the rest is only read, and packed (copied) when stored.
+        stored = dict(pod)
+        status = stored["status"] = dict(pod.get("status") or {})
         ips = [i["ip"] for i in status.get("podIPs", [])] or (await self.assign_pod_ips(pod) or [])
         status.update(
             phase="Pending",
@@ -181,6 +196,7 @@ class MockProvider(Provider):
             status["initContainerStatuses"] = [
                 terminated_state(c, 0, now, now) for c in pod["spec"]["initContainers"]
             ]
+        self._pods[key] = pod
         self._changed(key)
         run = annotated_seconds(pod, "run-seconds", None)
         exit_code = pod.get("metadata", {}).get("annotations", {}).get(ANNOTATION + "exit-code")
@@ -214,6 +230,7 @@ class MockProvider(Provider):
         ]
         status["phase"] = "Succeeded" if exit_code == 0 else "Failed"
         status["conditions"] = pod_conditions(initialized=True, ready=False, reason="PodCompleted")
+        self._pods[key] = pod
         self._changed(key)
 
     async def update_pod(self, pod: Pod) -> None:
@@ -222,10 +239,7 @@ class MockProvider(Provider):
         current = self._pods.get(key)
         if current is None or uid_of(current) != uid_of(pod):
             raise NotFound(f"pod {key} is not running in the mock provider")
-        status = current["status"]
-        current.clear()
-        current.update(deep_copy(pod))
-        current["status"] = status
+        self._pods[key] = {**pod, "status": current["status"]}
         self.runtime.update_env(pod)  # e.g. env values coming back after a restart
         self._changed(key)
 
@@ -245,6 +259,7 @@ class MockProvider(Provider):
             "deletionTimestamp", rfc3339()
         )
         current["_stopping"] = True
+        self._pods[key] = current
         self._cancel_timers(key)
         if stop > 0:
             self._later(key, stop, self._stopped, key, uid_of(pod))
@@ -279,14 +294,14 @@ class MockProvider(Provider):
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
         pod = self._pods.get(f"{namespace}/{name}")
-        return None if pod is None else public_copy(pod)
+        return None if pod is None else _public(pod)
 
     async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
         pod = self._pods.get(f"{namespace}/{name}")
-        return None if pod is None else deep_copy(pod["status"])
+        return None if pod is None else pod["status"]
 
     async def list_pods(self) -> list[Pod]:
-        return [public_copy(p) for p in self._pods.values()]
+        return [_public(p) for p in self._pods.values()]
 
     def wants_volume_files(self) -> bool:
         return self.config.volumes
@@ -354,7 +369,7 @@ class MockProvider(Provider):
             return
         self._record("put", key, pod)
         if self._notify is not None:
-            self._notify(public_copy(pod))
+            self._notify(_public(pod))
 
     def _later(self, key: str, delay: float, fn: Any, *args: Any) -> None:
         handle = asyncio.get_running_loop().call_later(delay, fn, *args)

@@ -39,7 +39,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-@dataclass
+@dataclass(slots=True)
 class MockContainer:
     pod_key: str
     name: str
@@ -49,8 +49,17 @@ class MockContainer:
     log: list[tuple[datetime.datetime, bytes]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     running: bool = True
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     ticker: asyncio.Task[None] | None = None
+    #: See `changed`: made only when someone waits, so a quiet container (thousands of them on
+    #: a big node) holds no Event.
+    _changed: asyncio.Event | None = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set (and replaced) when output is written or the container stops."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
 
     def write(self, data: bytes) -> None:
         """Append to the container's output (what `kubectl logs` shows), line by line."""
@@ -65,8 +74,9 @@ class MockContainer:
         self._wake()
 
     def _wake(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _digest(self) -> int:
         return int.from_bytes(
