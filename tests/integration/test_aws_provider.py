@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from virtual_kubelet.devcluster import DevCluster, wait_until
+from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.providers.aws import AwsProvider
 from virtual_kubelet.sdk import InvalidInput, LogOptions, Pod, ProviderContext
 
 from .aws_backend import CLUSTER, LOG_GROUP, SECRET_KEY, AwsStandIn, aws
+from .conftest import TOLERATION, AgentFactory, create, events_for, pod
 
 __all__ = ["aws"]  # the fixture, imported for pytest
 
@@ -419,3 +422,244 @@ def test_unsupported_or_oversized_pods_are_refused_with_a_clear_reason(
             await harness.provider.stop()
 
     asyncio.run(scenario())
+
+
+# --- end to end: an agent on the dev control plane ----------------------------------------------
+
+
+def _agent(
+    start_agent: AgentFactory,
+    aws: AwsStandIn,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
+    **config: Any,
+) -> AgentProcess:
+    agent = start_agent(
+        provider="aws",
+        provider_config=aws.config(**config),
+        env=env or AwsStandIn.env(),
+        ready=ready,
+    )
+    if ready:
+        agent.approve_serving_certificate()  # kubectl logs goes through the kubelet API
+    return agent
+
+
+def _deployment(node: str, name: str, script: str, **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": "public.ecr.aws/docker/library/busybox:1.36",
+        "command": ["sh", "-c", script],
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
+    }
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": spec.pop("annotations", {})},
+                "spec": {
+                    "containers": [container],
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 5,
+                    **spec,
+                },
+            },
+        },
+    }
+
+
+def _only_pod(cluster: DevCluster, namespace: str, app: str) -> dict[str, Any]:
+    items = cluster.get_json("pods", "-n", namespace, "-l", f"app={app}")["items"]
+    assert len(items) == 1, [i["metadata"]["name"] for i in items]
+    return dict(items[0])
+
+
+def test_a_deployment_runs_on_fargate_logs_from_cloudwatch_survives_a_restart_and_is_stopped(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, aws: AwsStandIn
+) -> None:
+    create(
+        devcluster,
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db"},
+            "stringData": {"password": SECRET_VALUE},
+        },
+    )
+    agent = _agent(start_agent, aws)
+    node = devcluster.get_json("node", agent.node_name)
+    assert node["status"]["capacity"]["pods"] == "20"
+    assert node["spec"]["providerID"].startswith("aws:///us-east-1/")
+    deployment = _deployment(
+        agent.node_name,
+        "hello",
+        "echo hello-from-fargate; exec sleep 3600",
+        annotations={"aws.virtual-kubelet.io/secrets": json.dumps({"DB_PASSWORD": SECRET_ARN})},
+        container={
+            "env": [
+                {
+                    "name": "DB_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
+                }
+            ]
+        },
+    )
+    create(devcluster, kube_namespace, deployment)
+    devcluster.kubectl(
+        "rollout", "status", "-n", kube_namespace, "deployment/hello", "--timeout=120s", timeout=150
+    )
+    item = _only_pod(devcluster, kube_namespace, "hello")
+    name = item["metadata"]["name"]
+    status = item["status"]
+    assert status["phase"] == "Running"
+    (task,) = aws.tasks_of(kube_namespace, name)
+    (container,) = status["containerStatuses"]
+    assert container["ready"] is True
+    assert container["containerID"] == f"ecs://{task['taskArn'].rsplit('/', 1)[-1]}-app"
+    assert "startedAt" in container["state"]["running"]
+    assert status["podIP"] == next(
+        d["value"] for d in task["attachments"][0]["details"] if d["name"] == "privateIPv4Address"
+    )
+    definition = aws.ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])[
+        "taskDefinition"
+    ]
+    assert definition["containerDefinitions"][0]["secrets"] == [
+        {"name": "DB_PASSWORD", "valueFrom": SECRET_ARN}
+    ]
+
+    logs = devcluster.kubectl("logs", "-n", kube_namespace, name)
+    assert logs.stdout == "hello-from-fargate\n"
+
+    # A restarted agent adopts the task: no second RunTask, the pod stays Running.
+    runs = aws.faults.calls["RunTask"]
+    agent.stop()
+    agent.start()
+    agent.wait_ready()
+    devcluster.kubectl("annotate", "-n", kube_namespace, "pod", name, "touched=yes")
+    wait_until(
+        lambda: "adopted" in agent.log() or "found 1 ECS tasks" in agent.log(),
+        60,
+        "the restarted agent to find its task",
+    )
+    assert aws.faults.calls["RunTask"] == runs
+    assert len(aws.tasks_of(kube_namespace, name)) == 1
+    assert (pod(devcluster, kube_namespace, name) or {})["status"]["phase"] == "Running"
+
+    devcluster.kubectl("delete", "-n", kube_namespace, "deployment/hello", "--wait=false")
+    wait_until(
+        lambda: aws.tasks_of(kube_namespace, name)[0]["lastStatus"] == "STOPPED",
+        60,
+        "the task to be stopped",
+    )
+    stopped = aws.tasks_of(kube_namespace, name)[0]
+    assert "deleted" in stopped["stoppedReason"]
+    wait_until(
+        lambda: pod(devcluster, kube_namespace, name) is None, 60, "the pod to leave the API"
+    )
+    shown = agent.log() + json.dumps(events_for(devcluster, kube_namespace, name))
+    assert SECRET_VALUE not in shown
+    assert SECRET_KEY not in shown
+
+
+def test_exit_code_and_stop_reason_reach_the_pod(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, aws: AwsStandIn
+) -> None:
+    agent = _agent(start_agent, aws)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "fails"},
+        "spec": {
+            "nodeName": agent.node_name,
+            "tolerations": [TOLERATION],
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "app", "image": "busybox", "command": ["sh", "-c", "echo oops; exit 7"]}
+            ],
+        },
+    }
+    create(devcluster, kube_namespace, manifest)
+
+    def failed() -> dict[str, Any] | None:
+        found = pod(devcluster, kube_namespace, "fails") or {}
+        return found if found.get("status", {}).get("phase") == "Failed" else None
+
+    status = wait_until(failed, 60, "the pod to fail")["status"]
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 7
+    assert status["reason"] == "EssentialContainerExited"
+    assert "Essential container in task exited" in status["message"]
+    assert devcluster.kubectl("logs", "-n", kube_namespace, "fails").stdout == "oops\n"
+
+
+def test_throttling_is_retried_and_shown_as_an_event(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, aws: AwsStandIn
+) -> None:
+    agent = _agent(start_agent, aws, max_attempts=2)
+    before = aws.faults.faulted["RunTask"]
+    aws.faults.inject("RunTask", 2)  # both attempts of the first try are throttled
+    create(
+        devcluster,
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "throttled"},
+            "spec": {
+                "nodeName": agent.node_name,
+                "tolerations": [TOLERATION],
+                "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "3600"]}],
+            },
+        },
+    )
+
+    def running() -> bool:
+        found = pod(devcluster, kube_namespace, "throttled") or {}
+        return found.get("status", {}).get("phase") == "Running"
+
+    wait_until(running, 120, "the throttled pod to run after the agent retried")
+    assert aws.faults.faulted["RunTask"] - before == 2  # botocore retried once, then gave up
+    messages = [
+        e["message"]
+        for e in events_for(devcluster, kube_namespace, "throttled")
+        if e["reason"] == "ProviderCreateFailed"
+    ]
+    assert any("ThrottlingException" in m and "RunTask" in m for m in messages), messages
+    assert len(aws.tasks_of(kube_namespace, "throttled")) == 1
+
+
+def test_refused_credentials_make_the_node_not_ready_with_the_reason(
+    devcluster: DevCluster, start_agent: AgentFactory, aws: AwsStandIn
+) -> None:
+    aws.set_iam_checks(True)  # moto now refuses keys its IAM does not know, as AWS does
+    try:
+        agent = _agent(
+            start_agent,
+            aws,
+            ready=False,
+            env=AwsStandIn.env(access_key="AKIAVKNOSUCHKEY00000"),
+        )
+
+        def not_ready() -> dict[str, Any] | None:
+            found = devcluster.kubectl("get", "node", agent.node_name, "-o", "json", check=False)
+            if found.returncode != 0:
+                return None
+            for condition in json.loads(found.stdout)["status"].get("conditions", []):
+                if condition["type"] == "Ready" and condition["status"] == "False":
+                    return dict(condition)
+            return None
+
+        condition = wait_until(not_ready, 90, "the node to be NotReady")
+    finally:
+        aws.set_iam_checks(False)
+    message = condition.get("message", "")
+    assert "InvalidClientTokenId" in message or "UnrecognizedClient" in message, condition
+    assert SECRET_KEY not in agent.log()
+    assert SECRET_KEY not in json.dumps(condition)
