@@ -15,6 +15,7 @@ import click
 
 from virtual_kubelet.devcluster import Versions
 
+from . import memory as memory_mod
 from . import report as report_mod
 from . import runner
 from .contenders import CONTENDERS, KWOK, UPSTREAM
@@ -134,3 +135,25 @@ def _write(runs: list[dict[str, Any]], out: Path, stamp: str, sizes: dict[str, A
     picture = report_mod.plot(rows, out / f"bench-{stamp}.png")
     if picture is not None:
         click.echo(f"written {picture}")
+
+
+@main.command()
+@click.option("--pods", default="1000,10000", show_default=True, help="Comma-separated counts.")
+@click.option(
+    "--breakdown", is_flag=True, help="Run the agent under tracemalloc: bytes per pod by module."
+)
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds to create or delete.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the work directory here (tracemalloc snapshots, a sample pod, agent logs).",
+)
+def memory(pods: str, breakdown: bool, timeout: float, keep: Path | None) -> None:
+    """RSS of our agent (mock provider) holding N pods: bytes per held pod (bench/memory.py)."""
+    counts = [int(n) for n in pods.split(",") if n.strip()]
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        memory_mod.run(counts, breakdown, keep, timeout)
+        return
+    with tempfile.TemporaryDirectory(prefix="vk-bench-mem-") as tmp:
+        memory_mod.run(counts, breakdown, Path(tmp), timeout)

@@ -30,13 +30,20 @@ class Sizes:
     throughput: tuple[int, ...]
     latency: tuple[tuple[float, float], ...]  # (pods/s, seconds)
     scheduler: int
-    steady: tuple[int, float]  # (pods, seconds held)
+    steady: tuple[tuple[int, float], ...]  # (pods, seconds held)
     churn: int
     streaming_mb: int
 
 
-FULL = Sizes((100, 1000, 5000), ((20, 30), (100, 30)), 1000, (5000, 600), 1000, 100)
-QUICK = Sizes((100,), ((20, 5),), 50, (100, 15), 100, 10)
+FULL = Sizes(
+    (100, 1000, 5000, 10000),
+    ((20, 30), (100, 30)),
+    1000,
+    ((5000, 600), (10000, 600)),
+    1000,
+    100,
+)
+QUICK = Sizes((100,), ((20, 5),), 50, ((100, 15),), 100, 10)
 
 
 def _cluster_config(scenario: str) -> DevClusterConfig:
@@ -81,8 +88,13 @@ async def _one(
                     ({}, lambda: scenarios.scheduler(client, contender, sizes.scheduler, timeout))
                 ]
             elif scenario == "steady":
-                count, hold = sizes.steady
-                runs = [({}, lambda: scenarios.steady(client, contender, count, hold, timeout))]
+                runs = [
+                    (
+                        {"pods": n},
+                        lambda n=n, h=h: scenarios.steady(client, contender, n, h, timeout),
+                    )
+                    for n, h in sizes.steady
+                ]
             elif scenario == "churn":
                 runs = [({}, lambda: scenarios.churn(client, contender, sizes.churn, timeout))]
             elif scenario == "streaming":
