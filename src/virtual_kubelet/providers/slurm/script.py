@@ -193,6 +193,8 @@ def build(
         'cd "$workdir" || exit 97',
         'env -i "${envs[@]}" "$@" &',
         "pid=$!",
+        # Started (and Running) only now: a TERM sent before the step exists would be lost.
+        'date -u +%Y-%m-%dT%H:%M:%S.%NZ > "$dir/status/$name.started"',
         'while true; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
         "exec >&- 2>&-",
         "for _ in $(seq 50); do { kill -0 $out || kill -0 $err; } 2>/dev/null || break; sleep 0.1; done",
@@ -203,7 +205,6 @@ def build(
         # A TERM (the grace period) must reach the process, not end this shell before the exit
         # code is written.
         "  trap true TERM",
-        '  date -u +%Y-%m-%dT%H:%M:%S.%NZ > "status/$name.started"',
         # One job step per container. --overlap: the containers share the job's CPUs, memory
         # and GPUs, as a pod's containers share the node; the CPU count is explicit, as srun
         # no longer takes it from the job (Slurm 22.05). --export=ALL: the job's own environment
