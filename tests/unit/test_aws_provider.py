@@ -13,7 +13,7 @@ from virtual_kubelet.providers.aws.config import AwsConfig
 from virtual_kubelet.providers.aws.sizing import SIZES, round_up
 from virtual_kubelet.providers.aws.status import pod_status
 from virtual_kubelet.providers.aws.taskdef import family, plan, started_by
-from virtual_kubelet.sdk import InvalidInput, ProviderConfigError, validate
+from virtual_kubelet.sdk import InvalidInput, ProviderConfigError, read_mapping, validate
 
 ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/app/token"
 
@@ -221,3 +221,10 @@ def test_stopped_is_succeeded_only_when_every_container_exited_zero() -> None:
     assert terminated["reason"] == "StartError"
     lost = pod_status(_pod(), None, "h")
     assert (lost["phase"], lost["reason"]) == ("Failed", "TaskLost")
+
+
+def test_the_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "aws" / "aws-provider.yaml"
+    config = validate(AwsConfig, read_mapping(example), example)
+    assert config.subnets
+    assert config.secret_env_mode == "references"
