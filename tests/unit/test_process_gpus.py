@@ -1,9 +1,14 @@
 """GPUs in the process provider: exclusive devices from a configured list, a clear wait when too
 few are free, freed when a container ends, kept across an agent restart; `nvidia.com/gpu` on the
 node; the holders' `accelerators` in /stats/summary. The real NVML path runs only where
-`nvidia-smi` works (test marked `gpu`; no control plane, no network):
+`nvidia-smi` works (test marked `gpu`; no control plane, no network). From the checkout, with
+nvidia-ml-py, pytest, pyyaml, aiohttp, orjson and pydantic installed:
 
-    python -m pytest tests/unit/test_process_gpus.py -m gpu
+    PYTHONPATH=$PWD/src python -m pytest tests/unit/test_process_gpus.py -m gpu
+
+(an absolute path: the containers' shims are Python processes started in other directories; with
+the package pip-installed instead, its pytest plugins need the dev dependencies, or add
+`-p no:virtual_kubelet_devcluster -p no:virtual_kubelet_conformance`).
 """
 
 from __future__ import annotations
