@@ -270,7 +270,8 @@ def test_a_restarted_provider_adopts_its_tasks_without_running_them_again(
 ) -> None:
     async def scenario() -> None:
         first = await _started(aws, tmp_path, node_name)
-        spec = _pod("kept", "exec sleep 3600")
+        init = {"name": "init", "image": "busybox", "command": ["sh", "-c", "exit 0"]}
+        spec = _pod("kept", "exec sleep 3600", initContainers=[init])
         await first.provider.create_pod(spec)
         await first.wait_phase("kept", "Running")
         await first.provider.stop()
@@ -280,6 +281,11 @@ def test_a_restarted_provider_adopts_its_tasks_without_running_them_again(
             (adopted,) = await second.provider.list_pods()
             assert adopted["metadata"]["uid"] == spec["metadata"]["uid"]
             assert adopted["status"]["phase"] == "Running"
+            # Told apart by a tag: DescribeTasks does not say which containers are init ones.
+            assert [c["name"] for c in adopted["spec"]["initContainers"]] == ["init"]
+            (done,) = adopted["status"]["initContainerStatuses"]
+            assert done["state"]["terminated"]["exitCode"] == 0
+            assert [c["name"] for c in adopted["status"]["containerStatuses"]] == ["main"]
             await second.provider.create_pod(spec)  # the agent re-applies it: nothing new runs
             assert aws.faults.calls["RunTask"] == runs
             assert len(aws.tasks_of("default", "kept")) == 1

@@ -10,6 +10,7 @@ pod and tries again later.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,13 @@ AUTH_ERROR_CODES = frozenset(
 THROTTLING_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
+
+
+# botocore logs whole request bodies at DEBUG (RegisterTaskDefinition's holds env values): its
+# loggers stay at INFO or above whatever the agent's --log-level.
+for _name in ("botocore", "aiobotocore"):
+    if logging.getLogger(_name).getEffectiveLevel() < logging.INFO:
+        logging.getLogger(_name).setLevel(logging.INFO)
 
 
 class AwsCallFailed(RuntimeError):

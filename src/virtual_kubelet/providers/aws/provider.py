@@ -92,10 +92,13 @@ def _pod_from_task(task: dict[str, Any]) -> Pod | None:
     annotations = {}
     if taskdef.SPEC_HASH_TAG in tags:
         annotations[SPEC_HASH_ANNOTATION] = tags[taskdef.SPEC_HASH_TAG]
-    containers = [
+    inits = set(filter(None, tags.get(taskdef.INIT_CONTAINERS_TAG, "").split(",")))
+    every = [
         {"name": c.get("name", ""), "image": c.get("image", "")}
         for c in task.get("containers") or []
     ]
+    containers = [c for c in every if c["name"] not in inits]
+    init_containers = [c for c in every if c["name"] in inits]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -105,7 +108,7 @@ def _pod_from_task(task: dict[str, Any]) -> Pod | None:
             "uid": uid,
             "annotations": annotations,
         },
-        "spec": {"containers": containers},
+        "spec": {"containers": containers, "initContainers": init_containers},
         "status": {},
     }
 

@@ -33,6 +33,9 @@ NAMESPACE_TAG = "virtual-kubelet.io/namespace"
 NAME_TAG = "virtual-kubelet.io/pod"
 UID_TAG = "virtual-kubelet.io/uid"
 SPEC_HASH_TAG = "virtual-kubelet.io/spec-hash"
+#: The init containers' names, comma-separated: DescribeTasks does not say which containers are
+#: init containers, and a restarted agent must report them as such.
+INIT_CONTAINERS_TAG = "virtual-kubelet.io/init-containers"
 
 #: The smallest Fargate task, for a pod that asks for nothing.
 DEFAULT_CPU_UNITS = 256
@@ -277,6 +280,8 @@ def plan(pod: Pod, config: AwsConfig, node_name: str, region: str) -> TaskPlan:
     spec_hash = (meta.get("annotations") or {}).get("virtual-kubelet.io/spec-hash")
     if spec_hash:
         identity[SPEC_HASH_TAG] = spec_hash
+    if inits:
+        identity[INIT_CONTAINERS_TAG] = ",".join(c["name"] for c in inits)[:256]
     tags = {**config.tags, **identity}
     register: dict[str, Any] = {
         "family": family(config.cluster, meta["namespace"], meta["name"]),
