@@ -334,10 +334,21 @@ def test_logs_come_from_cloudwatch_with_tail_timestamps_and_follow(
             assert await read(LogOptions(since_time=future)) == b""
             # Follow: a line written later (as the awslogs driver would) arrives.
             task_id = aws.tasks_of("default", "talks")[0]["taskArn"].rsplit("/", 1)[-1]
-            follower = asyncio.create_task(
-                _collect(logs("default", "talks", "main", LogOptions(follow=True)), b"four")
-            )
-            await asyncio.sleep(1)  # let the follower read to the end first; not synchronisation
+            seen = bytearray()
+
+            async def follow() -> None:
+                async for chunk in logs("default", "talks", "main", LogOptions(follow=True)):
+                    seen.extend(chunk)
+                    if b"four" in seen:
+                        return
+
+            follower = asyncio.create_task(follow())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            # The follower has read what exists (so "four" can only come from a later poll).
+            while b"three\n" not in seen:
+                assert loop.time() < deadline, "the follower never read the existing lines"
+                await asyncio.sleep(0.05)
             aws.logs.put_log_events(
                 logGroupName=LOG_GROUP,
                 logStreamName=f"vk/main/{task_id}",
@@ -348,9 +359,8 @@ def test_logs_come_from_cloudwatch_with_tail_timestamps_and_follow(
                     }
                 ],
             )
-            followed = await asyncio.wait_for(follower, 30)
-            assert followed.endswith(b"four\n")
-            assert followed.startswith(b"one\n")
+            await asyncio.wait_for(follower, 30)
+            assert bytes(seen) == b"one\ntwo\nthree\nfour\n"
         finally:
             await harness.provider.stop()
 
