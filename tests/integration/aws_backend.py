@@ -15,6 +15,9 @@ moto gaps worked around here, in the test setup (never in the provider):
   container's awslogs stream with PutLogEvents, as the awslogs driver would), sets exit codes and
   stops the task as ECS does when an essential container exits, and gives containers of a task
   stopped by StopTask exit code 143 (SIGTERM).
+- moto answers authentication errors (its IAM checks, switched on by `set_iam_checks`) in the XML
+  query format even for ECS, a JSON service, so botocore cannot read the error code: the proxy
+  re-encodes them as the JSON errors AWS sends, keeping moto's code and message.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -276,8 +280,22 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         connection.request("POST", self.path, body=body, headers=headers)
         answer = connection.getresponse()
         data = answer.read()
+        headers_out = answer.getheaders()
+        if answer.status >= 400 and data.lstrip().startswith(b"<?xml"):
+            # moto answers its auth errors in the XML (query) format even for JSON services;
+            # AWS answers ECS in JSON. Re-encoded here, keeping moto's code and message.
+            code = re.search(rb"<Code>([^<]*)</Code>", data)
+            message = re.search(rb"<Message>([^<]*)</Message>", data)
+            data = json.dumps(
+                {
+                    "__type": code.group(1).decode() if code else "UnknownError",
+                    "message": message.group(1).decode() if message else "",
+                }
+            ).encode()
+            headers_out = [(k, v) for k, v in headers_out if k.lower() != "content-type"]
+            headers_out.append(("Content-Type", "application/x-amz-json-1.1"))
         self.send_response(answer.status)
-        for key, value in answer.getheaders():
+        for key, value in headers_out:
             if key.lower() not in (
                 "content-length",
                 "transfer-encoding",

@@ -412,8 +412,9 @@ def test_refused_credentials_make_ping_fail_with_the_reason_and_no_secret(
             aws.set_iam_checks(False)
             await provider.stop()
         message = str(failure.value)
-        assert "refused the credentials" in message or "does not answer" in message
+        assert message.startswith("AWS refused the credentials: ECS ListTasks: ")
         assert "InvalidClientTokenId" in message or "UnrecognizedClient" in message
+        assert "<" not in message  # AWS's code and message, not a raw error document
         assert SECRET_KEY not in message
 
     asyncio.run(scenario())
@@ -676,6 +677,7 @@ def test_refused_credentials_make_the_node_not_ready_with_the_reason(
     finally:
         aws.set_iam_checks(False)
     message = condition.get("message", "")
+    assert "AWS refused the credentials" in message, condition
     assert "InvalidClientTokenId" in message or "UnrecognizedClient" in message, condition
     assert SECRET_KEY not in agent.log()
     assert SECRET_KEY not in json.dumps(condition)
