@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -666,3 +667,84 @@ def test_a_new_image_replaces_the_running_container(
     assert after["image"] == updated
     assert after["restartCount"] == 1
     assert _status(devcluster, kube_namespace, "changing")["phase"] == "Running"
+
+
+def test_active_deadline_fails_the_pod_and_stops_its_containers(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    spec = _pod(
+        "deadline",
+        agent.node_name,
+        [_container("main", "trap 'exit 0' TERM; while true; do sleep 0.2; done")],
+        activeDeadlineSeconds=8,
+        terminationGracePeriodSeconds=3,
+    )
+    create(devcluster, kube_namespace, spec)
+    running = wait_until(
+        lambda: (
+            (_state(devcluster, kube_namespace, "deadline") or {}).get("state", {}).get("running")
+        ),
+        60,
+        "the pod to run",
+    )
+    assert running
+
+    def failed() -> Any:
+        status = _status(devcluster, kube_namespace, "deadline")
+        terminated = ((status.get("containerStatuses") or [{}])[0].get("state") or {}).get(
+            "terminated"
+        )
+        return status.get("phase") == "Failed" and terminated and status
+
+    status = wait_until(failed, 60, "the pod to fail past its deadline")
+    assert status["reason"] == "DeadlineExceeded"
+    assert "deadline" in status["message"]
+    main = status["containerStatuses"][0]
+    # SIGTERM reached the container (its trap exited 0): a graceful stop, not a restart.
+    assert main["state"]["terminated"]["exitCode"] == 0
+    assert main["restartCount"] == 0
+    uid = (pod(devcluster, kube_namespace, "deadline") or {})["metadata"]["uid"]
+    runs = containers(containerd, uid)
+    assert len(runs) == 1
+    assert all(c.state == 2 for c in runs)  # CONTAINER_EXITED: nothing left running
+    ready = condition(pod(devcluster, kube_namespace, "deadline"), "Ready") or {}
+    assert ready.get("status") == "False"
+
+
+def test_termination_messages_from_the_file_and_from_the_logs(
+    devcluster: DevCluster, kube_namespace: str, start_agent: AgentFactory, containerd: Containerd
+) -> None:
+    agent = _agent(start_agent, containerd)
+    node = agent.node_name
+    fallback = {"terminationMessagePolicy": "FallbackToLogsOnError"}
+    pods = {
+        "default-path": _container("main", "printf 'written by the app' > /dev/termination-log"),
+        "custom-path": _container(
+            "main",
+            "echo not this; printf 'custom path' > /tmp/why; exit 2",
+            terminationMessagePath="/tmp/why",
+            securityContext={"runAsUser": 1000},  # not root: the file is still writable
+        ),
+        "from-logs": _container("main", "echo first; echo 'it went wrong'; exit 3", **fallback),
+        "file-wins": _container(
+            "main", "echo noise; printf 'from the file' > /dev/termination-log; exit 4", **fallback
+        ),
+        "success": _container("main", "echo all fine", **fallback),
+    }
+    for name, container in pods.items():
+        create(devcluster, kube_namespace, _pod(name, node, [container], restartPolicy="Never"))
+
+    def terminated(name: str) -> Any:
+        state = (_state(devcluster, kube_namespace, name) or {}).get("state", {})
+        return state.get("terminated")
+
+    found = {name: wait_until(partial(terminated, name), 90, f"{name} to end") for name in pods}
+    assert found["default-path"].get("message") == "written by the app"
+    assert (found["custom-path"]["exitCode"], found["custom-path"].get("message")) == (
+        2,
+        "custom path",
+    )
+    assert found["from-logs"].get("message") == "first\nit went wrong\n"
+    assert found["file-wins"].get("message") == "from the file"
+    assert "message" not in found["success"]  # FallbackToLogsOnError only on an error

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from virtual_kubelet.providers.cri import termination
 from virtual_kubelet.providers.cri.auth import auth_config, auths_of, registry_of
 from virtual_kubelet.providers.cri.client import cri
 from virtual_kubelet.providers.cri.config import CriConfig, grpc_target
@@ -263,3 +264,66 @@ def test_dns_follows_the_dns_policy() -> None:
     assert list(dns_config(with_net, ["10.96.0.10"], "cluster.local").servers) == ["10.96.0.10"]
     only = dns_config(_pod(dnsPolicy="None", dnsConfig=extra), ["10.96.0.10"], "cluster.local")
     assert (list(only.servers), list(only.searches)) == (["9.9.9.9"], [])
+
+
+def test_each_run_binds_a_fresh_termination_file_at_the_message_path(tmp_path: Path) -> None:
+    pod = _pod()
+    spec = pod["spec"]["containers"][0]
+    host = termination.host_file(tmp_path, "main", 2)
+    assert host == tmp_path / "main" / "2.termination-log"
+    termination.prepare(host)
+    assert host.read_bytes() == b""
+    assert host.stat().st_mode & 0o777 == 0o666
+    config = container_config(
+        pod, spec, attempt=2, init=False, volume_dir=lambda n: tmp_path, termination_file=host
+    )
+    binds = {m.container_path: m.host_path for m in config.mounts}
+    assert binds["/dev/termination-log"] == str(host)  # the API server's default path
+    custom = {**spec, "terminationMessagePath": "/tmp/why"}
+    config = container_config(
+        pod, custom, attempt=2, init=False, volume_dir=lambda n: tmp_path, termination_file=host
+    )
+    assert {m.container_path: m.host_path for m in config.mounts}["/tmp/why"] == str(host)
+
+
+def _log(path: Path, *lines: str) -> Path:
+    path.write_text("".join(f"2026-01-01T00:00:00.000000000Z stdout F {line}\n" for line in lines))
+    return path
+
+
+def test_termination_messages_follow_the_kubelets_rules(tmp_path: Path) -> None:
+    message = tmp_path / "1.termination-log"
+    log = _log(tmp_path / "1.log", *(f"line {n}" for n in range(100)))
+    file_policy = {"name": "main"}
+    fallback = {"name": "main", "terminationMessagePolicy": "FallbackToLogsOnError"}
+    message.write_text("")
+    assert termination.message(file_policy, 1, message, log) == ""
+    assert termination.message(fallback, 0, message, log) == ""  # only on an error
+    tail = termination.message(fallback, 1, message, log)
+    assert tail.startswith("line 20\n")
+    assert tail.endswith("line 99\n")
+    message.write_text("x" * 5000 + "the end")
+    written = termination.message(fallback, 1, message, log)
+    assert len(written) == 4096
+    assert written.endswith("the end")
+    big = _log(tmp_path / "2.log", *("y" * 100 for _ in range(50)))
+    message.write_text("")
+    assert len(termination.message(fallback, 2, message, big)) == 2048
+    assert termination.message({"terminationMessagePath": ""}, 1, message, log) == ""
+    terminated: dict[str, Any] = {"message": "runtime says"}
+    termination.add_message(terminated, "app says")
+    assert terminated["message"] == "runtime says: app says"
+
+
+def test_a_pod_past_its_deadline_is_failed_only_once_nothing_runs() -> None:
+    state = PodState.new(_pod())
+    main = state.containers["main"]
+    main.container_id, main.status = "c1", cri.ContainerStatus(state=cri.CONTAINER_RUNNING)
+    state.failed_reason, state.failed_message = "DeadlineExceeded", "past its deadline"
+    status = pod_status(state, "10.0.0.1")
+    assert status["phase"] == "Running"  # being stopped: not terminal yet
+    assert "reason" not in status
+    main.status, main.done = _exited(143), True
+    main.last_terminated = {"exitCode": 143, "reason": "Error"}
+    status = pod_status(state, "10.0.0.1")
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")

@@ -18,7 +18,15 @@ from typing import BinaryIO
 
 from .container_logs import LogOptions, format_line, select_history
 
-__all__ = ["Assembler", "Follower", "files_of", "read_lines", "read_with_position", "stream_log"]
+__all__ = [
+    "Assembler",
+    "Follower",
+    "files_of",
+    "read_lines",
+    "read_with_position",
+    "stream_log",
+    "tail_message",
+]
 
 Line = tuple[datetime.datetime, bytes]
 
@@ -65,6 +73,19 @@ def files_of(log: Path) -> list[Path]:
 def read_lines(log: Path) -> list[Line]:
     """Every complete line of a run's log (blocking: call in a thread)."""
     return read_with_position(log)[0]
+
+
+#: The kubelet's limits for a termination message taken from the logs (FallbackToLogsOnError).
+TAIL_LINES = 80
+TAIL_BYTES = 2048
+
+
+def tail_message(log: Path) -> str:
+    """The last lines of a run's output as the kubelet cuts them for a FallbackToLogsOnError
+    termination message (80 lines, then the last 2 KiB); blocking."""
+    lines = read_lines(log)[-TAIL_LINES:]
+    data = b"".join(line for _, line in lines)[-TAIL_BYTES:]
+    return data.decode("utf-8", "replace")
 
 
 def read_with_position(

@@ -3,7 +3,9 @@ containers one after another, then the app containers; each container's image pu
 and started, its exits met with the restartPolicy and the crash-loop back-off (shared with the
 process provider through `sdk.restart_policy`), failures shown with the kubelet's waiting
 reasons (ErrImagePull, ImagePullBackOff, CreateContainerError, RunContainerError,
-CrashLoopBackOff). Stopping honours preStop hooks and the grace period."""
+CrashLoopBackOff). Stopping honours preStop hooks and the grace period; past the pod's
+`activeDeadlineSeconds` every container is stopped that way and the pod is Failed
+(DeadlineExceeded). Each run's termination message is read when it exits (termination.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from typing import Any
 
 from ...sdk.probes import Handlers, pod_desc
 from ...sdk.restart_policy import BackOffSettings, Restart, RunEnd, decide
-from . import probes
+from . import probes, termination
 from .client import CriClient, CriError, cri
 from .spec import container_config, pod_meta, sandbox_config
 from .state import ContainerState, PodState
-from .status import nano_time, running, terminated_of
+from .status import TERMINAL, nano_time, phase, running, terminated_of
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 ERR_IMAGE_PULL_SHOWN = 3.0
 PULL_BACKOFF_INITIAL = 10.0
 PULL_BACKOFF_MAX = 300.0
+DEADLINE_REASON = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class PodRunner:
         self.state.pod_ip = str(reply.status.network.ip)
         if self.state.start_time is None:
             self.state.start_time = nano_time(reply.status.created_at)
+            self.state.started_at = reply.status.created_at / 1e9 or None
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -160,6 +165,9 @@ class PodRunner:
         for container in self.state.containers.values():
             await self._refresh(container)
             self._probe(container)
+        if self.state.failed_reason == DEADLINE_REASON or self._past_deadline():
+            await self._end_for_deadline()
+            return
         for container in self.state.init_containers:
             if not container.done:
                 await self._advance(container)
@@ -172,6 +180,56 @@ class PodRunner:
         for container in self.state.app_containers:
             if not container.done:
                 await self._advance(container)
+
+    def _past_deadline(self) -> bool:
+        """The kubelet's pastActiveDeadline: the pod has run (since its start time) longer than
+        spec.activeDeadlineSeconds (read each time: an update may shorten it)."""
+        seconds = (self.state.pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if seconds is None or self.state.started_at is None or self.state.failed_reason:
+            return False
+        if phase(self.state) in TERMINAL:
+            return False
+        return time.time() >= self.state.started_at + float(seconds)
+
+    async def _end_for_deadline(self) -> None:
+        """Past the deadline: the pod is Failed (DeadlineExceeded) and, as the kubelet's killPod,
+        each running container stopped (preStop hook, then StopContainer within the pod's grace
+        period), once; then the sandbox. Each exit is the run's last (no restarts)."""
+        state = self.state
+        if state.failed_reason != DEADLINE_REASON:
+            namespace, name, _ = pod_meta(state.pod)
+            log.info("pod %s/%s: %s", namespace, name, DEADLINE_MESSAGE)
+            state.failed_reason, state.failed_message = DEADLINE_REASON, DEADLINE_MESSAGE
+            for container in state.containers.values():
+                probes.stop(container)
+            self.changed()
+            task = asyncio.create_task(self._kill_all())
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
+        for container in state.containers.values():
+            status = container.status
+            if (
+                status is not None
+                and status.state == cri.CONTAINER_EXITED
+                and container.handled_exit != container.container_id
+            ):
+                await self._record_exit(container, status)
+            if container.last_terminated is not None and not running(container):
+                container.done = True  # its last run; a back-off in progress ends here too
+
+    async def _kill_all(self) -> None:
+        grace = float((self.state.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        try:
+            await self._stop_containers(grace)
+            if self.state.sandbox_id is not None:
+                await self.client.runtime(
+                    "StopPodSandbox",
+                    cri.StopPodSandboxRequest(pod_sandbox_id=self.state.sandbox_id),
+                    timeout=60,
+                )
+        except CriError as exc:  # the next deletion of the pod tries again
+            namespace, name, _ = pod_meta(self.state.pod)
+            log.warning("pod %s/%s: stopping it past its deadline: %s", namespace, name, exc)
 
     def _probe(self, container: ContainerState) -> None:
         """Probes follow the current run: started with it, stopped when it ends."""
@@ -193,6 +251,8 @@ class PodRunner:
 
     def replace_run(self, name: str) -> None:
         """Its image changed: stop the current run and start one with the new image at once."""
+        if self.state.failed_reason:
+            return  # a pod that failed for good runs nothing more
         container = self.state.containers[name]
         # Only the exit this kill causes is forced; a container waiting starts anew anyway.
         container.forced = running(container)
@@ -250,7 +310,7 @@ class PodRunner:
             and status.state == cri.CONTAINER_EXITED
             and container.handled_exit != container.container_id
         ):
-            self._exited(container, status)
+            await self._exited(container, status)
             return
         if container.waiting_reason == "ErrImagePull" and now >= container.retry_at - max(
             0.0, container.backoff - ERR_IMAGE_PULL_SHOWN
@@ -261,10 +321,25 @@ class PodRunner:
         if now >= container.retry_at:
             await self._start_run(container)
 
-    def _exited(self, container: ContainerState, status: Any) -> None:
+    async def _record_exit(self, container: ContainerState, status: Any) -> None:
+        """The run's exit as its last termination, with its termination message."""
         assert container.container_id is not None
         container.handled_exit = container.container_id
-        container.last_terminated = terminated_of(status, container.container_id)
+        terminated = terminated_of(status, container.container_id)
+        container.last_terminated = terminated
+        spec = self.state.spec_of(container.name)
+        text = await asyncio.to_thread(
+            termination.message,
+            spec,
+            int(status.exit_code),
+            termination.host_file(self.log_directory, container.name, container.attempt),
+            self.log_path(container.name, container.attempt),
+        )
+        termination.add_message(terminated, text)
+
+    async def _exited(self, container: ContainerState, status: Any) -> None:
+        await self._record_exit(container, status)
+        assert container.last_terminated is not None
         hook_error, container.hook_error = container.hook_error, None
         if hook_error is not None:
             container.last_terminated["message"] = f"PostStartHookError: {hook_error}"
@@ -299,6 +374,16 @@ class PodRunner:
         if not await self._pull(container, spec):
             return
         attempt = container.attempt + 1 if container.container_id is not None else container.attempt
+        message_file: Path | None = termination.host_file(
+            self.log_directory, container.name, attempt
+        )
+        try:
+            if message_file is not None:
+                termination.prepare(message_file)  # also makes the container's log directory
+        except OSError as exc:
+            # A remote runtime whose log root is not shared: no message file, as before one.
+            log.warning("cannot create %s: %s; no termination message", message_file, exc.strerror)
+            message_file = None
         try:
             config = container_config(
                 self.state.pod,
@@ -306,13 +391,11 @@ class PodRunner:
                 attempt=attempt,
                 init=container.init,
                 volume_dir=lambda volume: self.settings.volume_dir(self.state.pod, volume),
+                termination_file=message_file,
             )
-            (self.log_directory / container.name).mkdir(parents=True, exist_ok=True)
         except ValueError as exc:
             self._waiting(container, "CreateContainerConfigError", str(exc), backoff=True)
             return
-        except OSError:
-            pass
         assert self.state.sandbox_id is not None
         try:
             created = await self.client.runtime(
@@ -440,6 +523,26 @@ class PodRunner:
         """preStop hooks, then StopContainer within what is left of `grace`, then the sandbox
         goes. The containers' log files go with them."""
         await self.cancel()
+        for task in list(self._kills):
+            task.cancel()
+        await self._stop_containers(grace)
+        if self.state.sandbox_id is not None:
+            for call, request in (
+                ("StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=self.state.sandbox_id)),
+                (
+                    "RemovePodSandbox",
+                    cri.RemovePodSandboxRequest(pod_sandbox_id=self.state.sandbox_id),
+                ),
+            ):
+                try:
+                    await self.client.runtime(call, request, timeout=60)
+                except CriError as exc:
+                    if not exc.not_found:
+                        raise
+        await asyncio.to_thread(termination.remove_files, self.log_directory)
+
+    async def _stop_containers(self, grace: float) -> None:
+        """preStop hooks, then StopContainer within what is left of `grace`."""
         deadline = time.monotonic() + grace
         live = [c for c in self.state.containers.values() if c.container_id is not None]
         await asyncio.gather(*(self._pre_stop(c, grace) for c in live))
@@ -458,19 +561,6 @@ class PodRunner:
                     raise
 
         await asyncio.gather(*(stop_one(c) for c in live))
-        if self.state.sandbox_id is not None:
-            for call, request in (
-                ("StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=self.state.sandbox_id)),
-                (
-                    "RemovePodSandbox",
-                    cri.RemovePodSandboxRequest(pod_sandbox_id=self.state.sandbox_id),
-                ),
-            ):
-                try:
-                    await self.client.runtime(call, request, timeout=60)
-                except CriError as exc:
-                    if not exc.not_found:
-                        raise
 
     async def _pre_stop(self, container: ContainerState, grace: float) -> None:
         """The container's preStop hook (exec, httpGet, tcpSocket or sleep), bounded by the grace

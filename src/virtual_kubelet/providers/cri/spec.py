@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...sdk import Pod, QuantityError, expand_command, parse_quantity
+from . import termination
 from .client import cri
 
 #: Labels a kubelet puts on sandboxes and containers; they find a pod's again after a restart.
@@ -230,8 +231,14 @@ def container_config(
     attempt: int,
     init: bool,
     volume_dir: Any,
+    termination_file: Path | None = None,
 ) -> Any:
+    """The CreateContainer config of one run; `termination_file`: the host file bind-mounted at
+    the container's terminationMessagePath (termination.py), None for none."""
     namespace, name, uid = pod_meta(pod)
+    binds = mounts(pod, container, volume_dir)
+    if termination_file is not None and (extra := termination.mount(container, termination_file)):
+        binds.append(extra)
     env = [e for e in container.get("env") or [] if isinstance(e, dict) and "name" in e]
     env_map = {str(e["name"]): str(e.get("value") or "") for e in env}
     command, args = expand_command(container, [{"name": k, "value": v} for k, v in env_map.items()])
@@ -242,7 +249,7 @@ def container_config(
         args=args,
         working_dir=str(container.get("workingDir") or ""),
         envs=[cri.KeyValue(key=k, value=v) for k, v in env_map.items()],
-        mounts=mounts(pod, container, volume_dir),
+        mounts=binds,
         labels={
             POD_UID: uid,
             POD_NAME: name,

@@ -57,6 +57,8 @@ class PodState:
     sandbox_id: str | None = None
     pod_ip: str = ""
     start_time: str | None = None
+    #: The sandbox's creation (seconds since the epoch): where activeDeadlineSeconds counts from.
+    started_at: float | None = None
     containers: dict[str, ContainerState] = field(default_factory=dict)
     #: Set when the pod can never run (an init container failed for good, a bad spec).
     failed_reason: str | None = None

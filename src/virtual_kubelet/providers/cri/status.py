@@ -76,8 +76,10 @@ def container_status(state: ContainerState, container: dict[str, Any]) -> dict[s
 
 
 def phase(state: PodState) -> str:
-    """The kubelet's getPhase."""
-    if state.failed_reason:
+    """The kubelet's getPhase. A pod that failed for good (deadline exceeded, init container
+    failed) is Failed once none of its containers runs: as the kubelet's status manager, a pod is
+    never terminal while it may still hold running containers."""
+    if state.failed_reason and not any(running(c) for c in state.containers.values()):
         return "Failed"
     if not state.init_done:
         return "Pending"
@@ -169,7 +171,7 @@ def pod_status(state: PodState, host_ip: str) -> dict[str, Any]:
         status["podIPs"] = [{"ip": ip} for ip in ips]
     if state.init_containers:
         status["initContainerStatuses"] = [statuses[c.name] for c in state.init_containers]
-    if state.failed_reason:
+    if state.failed_reason and pod_phase == "Failed":
         status["reason"] = state.failed_reason
         status["message"] = state.failed_message
     return status

@@ -10,20 +10,14 @@ from pathlib import Path
 
 from ...sdk import InvalidInput
 from ...sdk.cri_log_files import Follower as Follower
-from ...sdk.cri_log_files import read_lines
 from ...sdk.cri_log_files import stream_log as stream_log
+from ...sdk.cri_log_files import tail_message
 from .state import ContainerRecord
-
-#: The kubelet's limits for FallbackToLogsOnError messages.
-FALLBACK_LINES = 80
-FALLBACK_BYTES = 2048
 
 
 def fallback_message(log: Path) -> str:
     """The last lines of a run's output (FallbackToLogsOnError), as the kubelet cuts them."""
-    lines = read_lines(log)[-FALLBACK_LINES:]
-    data = b"".join(line for _, line in lines)[-FALLBACK_BYTES:]
-    return data.decode("utf-8", "replace")
+    return tail_message(log)
 
 
 def run_to_show(
