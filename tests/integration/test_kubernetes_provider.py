@@ -678,3 +678,47 @@ def test_exec_with_a_terminal_and_resize_reaches_the_remote_pod(
         tty.resize(120, 40)
         wait_until(lambda: "40 120" in tty.screen(), 30, "the resize to reach the remote pod")
     source.kubectl("delete", "pod", "shell", "-n", ns, "--wait=false")
+
+
+def test_stats_summary_shows_the_offloaded_pods_usage_under_their_source_names(
+    offload: Offload, kube_namespace: str
+) -> None:
+    """The target has no metrics API here: the summary comes from the target worker's own
+    `/stats/summary` through the target API server's node proxy."""
+    source, ns = offload.source, kube_namespace
+    busy = "i=0; while true; do i=$((i+1)); done"  # a core's worth of CPU, some memory
+    create(
+        source,
+        ns,
+        _deployment("busy", offload.node, 1, command=["sh", "-c", busy]),
+    )
+    pods = wait_until(lambda: _running(_pods(source, ns, "app=busy"), 1), 90, "busy to run")
+    meta = pods[0]["metadata"]
+    ours = {"name": meta["name"], "namespace": ns, "uid": meta["uid"]}
+
+    def measured() -> dict[str, Any] | None:
+        raw = source.kubectl(
+            "get", "--raw", f"/api/v1/nodes/{offload.node}/proxy/stats/summary", check=False
+        )
+        if raw.returncode != 0:
+            return None
+        summary: dict[str, Any] = json.loads(raw.stdout)
+        for pod in summary.get("pods") or []:
+            cpu, memory = pod.get("cpu") or {}, pod.get("memory") or {}
+            if (
+                pod["podRef"] == ours
+                and cpu.get("usageNanoCores")
+                and memory.get("workingSetBytes")
+            ):
+                return summary
+        return None
+
+    summary = wait_until(measured, 60, "the busy pod's CPU and memory in the node's summary")
+    assert summary["node"]["nodeName"] == offload.node
+    (pod,) = [p for p in summary["pods"] if p["podRef"] == ours]
+    assert [c["name"] for c in pod["containers"]] == ["main"]
+    assert pod["cpu"]["usageNanoCores"] > 10_000_000  # busy: well above 10 millicores
+    # Only our pods, under source names: nothing of the target's own namespaces shows.
+    assert all(p["podRef"]["namespace"] == ns for p in summary["pods"] if p["podRef"] != ours)
+    assert summary["node"]["cpu"]["usageNanoCores"] >= pod["cpu"]["usageNanoCores"]
+    source.kubectl("delete", "deployment", "busy", "-n", ns, "--wait=false")

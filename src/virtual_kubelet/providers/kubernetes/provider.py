@@ -3,7 +3,8 @@
 Create rewrites the pod for its target namespace (rewrite.py) after reflecting the ConfigMaps and
 Secrets it uses (reflection.py); status comes back through one shared watch of our remote pods
 (remote_pods.py); deletion, adoption after a restart and the node's health and capacity all go
-through the owner label, so nothing this node did not create is ever touched.
+through the owner label, so nothing this node did not create is ever touched. `/stats/summary`
+comes from the target's metrics (stats.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from .remote_pods import RemotePods
 from .rewrite import references, target_pod
 from .service_account import SourceTokens
 from .services import ServiceReflection
+from .stats import RemoteStats
 from .streams import TargetStreams
 
 __all__ = ["KubernetesProvider"]
@@ -146,6 +148,7 @@ class KubernetesProvider(Provider):
         self._services: ServiceReflection | None = None
         self._pushed_capacity: dict[str, str] | None = None
         self._tokens: SourceTokens | None = None
+        self._stats: RemoteStats | None = None
         self._background: list[asyncio.Task[None]] = []
         self._home_api = _host_port(
             self.config.pods.source_api_server or self._source_config.server
@@ -204,6 +207,9 @@ class KubernetesProvider(Provider):
             self._target, self.owner, self.context.internal_ip, self._remote_pod_gone
         )
         self._remote.start()
+        self._stats = RemoteStats(
+            self._target, self.owner, self.context.node_name, self._remote.all, self._remote.view_of
+        )
         if self._iam is None:  # CCI: a cluster-wide event watch is not offered
             events = RemoteEvents(
                 self._source, self._target, self.config.cluster_id, self._remote.by_remote_uid
@@ -533,6 +539,12 @@ class KubernetesProvider(Provider):
     async def port_forward(self, namespace: str, pod: str, port: int, stream: DuplexStream) -> None:
         target_ns, name = self._remote_name(namespace, pod)
         await self._exec().port_forward(target_ns, name, port, stream)
+
+    async def get_stats_summary(self) -> dict[str, Any]:
+        """Our remote pods' usage as the target measures it, under their source names
+        (stats.py)."""
+        assert self._stats is not None, "start() first"
+        return await self._stats.summary()
 
     def _exec(self) -> RemoteExec:
         assert self._streams is not None, "start() first"
