@@ -5,6 +5,7 @@ for trying it out.
     python -m virtual_kubelet.devcluster.slurm down     # cancel its jobs, stop the daemons
     python -m virtual_kubelet.devcluster.slurm status
     python -m virtual_kubelet.devcluster.slurm env      # export SLURM_CONF=... for a shell
+    python -m virtual_kubelet.devcluster.slurm up --rest  # and slurmrestd on a unix socket
 
 slurm-wlm and munge come from Debian (apt-get, only when missing). Everything else is private
 under one directory (`~/.cache/virtual-kubelet/slurm/<name>`): the munge key and socket, the
@@ -12,15 +13,23 @@ slurm.conf, state, spool, pid and log files (shared/design/BACKENDS.md section 3
 `localhost`, with the machine's CPUs and 4000 MiB; memory is enforced by polling
 (`jobacct_gather/linux` with `OverMemoryKill`), because the machine has no cgroup plugin set up
 for Slurm. The Slurm CLI finds this cluster through `SLURM_CONF` (see `env()`).
+
+`rest_up()` adds slurmrestd (Debian's `slurmrestd`, OpenAPI plugin v0.0.38) listening on a unix
+socket in that directory with `rest_auth/local`: a client is the user it connects as. slurmrestd
+refuses to run as root, and the dev cluster runs as root, so it is started with
+`SLURMRESTD_SECURITY=disable_user_check` (a dev-only shortcut; a real site runs it as its own
+user, with `rest_auth/jwt`). `down` stops it with the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import zlib
@@ -43,18 +52,23 @@ PARTITION = "debug"
 NODE_MEMORY_MB = 4000
 
 
+#: slurmrestd, only for `rest_up`.
+REST_PACKAGES = {"slurmrestd": "/usr/sbin/slurmrestd"}
+REST_API_VERSION = "v0.0.38"
+
+
 class SlurmUnavailable(RuntimeError):
     """Slurm cannot be installed or started here; the message says why."""
 
 
-def missing_packages() -> list[str]:
-    return [package for package, path in PACKAGES.items() if not Path(path).exists()]
+def missing_packages(packages: dict[str, str] = PACKAGES) -> list[str]:
+    return [package for package, path in packages.items() if not Path(path).exists()]
 
 
-def install_packages() -> None:
+def install_packages(packages: dict[str, str] = PACKAGES) -> None:
     """apt-get install what is missing (idempotent; `apt-get update` first if apt knows nothing
     about slurm-wlm yet). Raises SlurmUnavailable with apt's own words."""
-    missing = missing_packages()
+    missing = missing_packages(packages)
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -71,7 +85,7 @@ def install_packages() -> None:
         text=True,
         env=env,
     )
-    if done.returncode != 0 or missing_packages():
+    if done.returncode != 0 or missing_packages(packages):
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise SlurmUnavailable(f"apt-get install {' '.join(missing)} failed: {' | '.join(tail)}")
 
@@ -100,6 +114,15 @@ class SlurmCluster:
     @property
     def munge_socket(self) -> Path:
         return self.home / "munge-run" / "munge.sock"
+
+    @property
+    def rest_socket(self) -> Path:
+        return self.home / "slurmrestd.sock"
+
+    @property
+    def rest_url(self) -> str:
+        """What the slurm provider's `rest_url` takes."""
+        return f"unix:{self.rest_socket}"
 
     def env(self) -> dict[str, str]:
         """What the Slurm CLI needs to talk to this cluster."""
@@ -182,7 +205,9 @@ PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
 """
         )
 
-    def _start(self, daemon: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _start(
+        self, daemon: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with (self.home / "log" / f"{daemon}.out").open("ab") as log:
             process = subprocess.Popen(
                 argv,
@@ -190,7 +215,7 @@ PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **self.env()},
+                env={**os.environ, **self.env(), **(env or {})},
             )
         # munged writes its own pid file; slurmctld/slurmd in the foreground write theirs too, but
         # only once they are up: ours, written now, lets `down` stop a daemon stuck starting.
@@ -298,9 +323,61 @@ PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
             os.kill(pid, signal.SIGKILL)
             wait_until(gone, 10, f"{daemon} to be killed")
 
+    def rest_ping(self) -> bool:
+        """Whether slurmrestd answers GET ping on its socket (and slurmctld through it)."""
+        connection = _UnixHTTPConnection(str(self.rest_socket))
+        try:
+            connection.request("GET", f"/slurm/{REST_API_VERSION}/ping")
+            answer = connection.getresponse()
+            return answer.status == 200 and b'"UP"' in answer.read()
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def rest_up(self, timeout: float = 60.0) -> SlurmCluster:
+        """slurmrestd on `rest_socket` (installed if missing), unless it runs. Idempotent; the
+        cluster must be up."""
+        install_packages(REST_PACKAGES)
+        if self._pid("slurmrestd") is not None and self.rest_ping():
+            return self
+        self.rest_down()
+        self.rest_socket.unlink(missing_ok=True)
+        env = {"SLURMRESTD_SECURITY": "disable_user_check"} if os.geteuid() == 0 else {}
+        process = self._start(
+            "slurmrestd",
+            [
+                "slurmrestd",
+                "-f",
+                str(self.config_file),
+                "-a",
+                "rest_auth/local",
+                "-s",
+                f"openapi/{REST_API_VERSION}",
+                f"unix:{self.rest_socket}",
+            ],
+            env,
+        )
+        try:
+            self._wait(self.rest_ping, process, "slurmrestd", timeout)
+        except SlurmUnavailable:
+            self.rest_down()
+            raise
+        return self
+
+    def rest_down(self, timeout: float = 30.0) -> bool:
+        """Stop slurmrestd; whether it was running."""
+        pid = self._pid("slurmrestd")
+        if pid is not None:
+            self._stop("slurmrestd", pid, timeout)
+        (self.home / "slurmrestd.pid").unlink(missing_ok=True)
+        self.rest_socket.unlink(missing_ok=True)
+        return pid is not None
+
     def down(self, timeout: float = 30.0) -> bool:
-        """Cancel every job, stop slurmd, slurmctld and munged (SIGTERM, then SIGKILL). Whether
-        anything was running."""
+        """Stop slurmrestd, cancel every job, stop slurmd, slurmctld and munged (SIGTERM, then
+        SIGKILL). Whether anything was running."""
+        rest_stopped = self.rest_down(timeout)
         pids = self.pids()
         if pids["slurmctld"] is not None:
             self.cli("scancel", "--full", "--user=root", timeout=10)
@@ -313,7 +390,20 @@ PartitionName=closed Nodes=localhost MaxTime=INFINITE State=DOWN
             self._stop(daemon, pid, timeout)
         for daemon in ("slurmd", "slurmctld", "munged"):
             (self.home / f"{daemon}.pid").unlink(missing_ok=True)
-        return stopped
+        return stopped or rest_stopped
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (slurmrestd's), for the readiness check."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=5)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,19 +413,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=("up", "down", "status", "env"))
     parser.add_argument("--name", default="default", help="which private Slurm (default)")
+    parser.add_argument(
+        "--rest", action="store_true", help="up: start slurmrestd too (on a unix socket)"
+    )
     args = parser.parse_args(argv)
     cluster = SlurmCluster.named(args.name)
     try:
         if args.action == "up":
             cluster.up()
             print(f"export SLURM_CONF={cluster.config_file}")
+            if args.rest:
+                cluster.rest_up()
+                print(f"# slurmrestd: rest_url: {cluster.rest_url}")
         elif args.action == "down":
             print("stopped" if cluster.down() else "not running")
         elif args.action == "env":
             print(f"export SLURM_CONF={cluster.config_file}")
         else:
             pids = cluster.pids()
-            print(" ".join(f"{d}={p or 'stopped'}" for d, p in pids.items()))
+            shown = {**pids, "slurmrestd": cluster._pid("slurmrestd")}
+            print(" ".join(f"{d}={p or 'stopped'}" for d, p in shown.items()))
             return 0 if all(pids.values()) else 3
     except SlurmUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,12 +1,13 @@
-"""The slurm provider's `--provider-config`: where the Slurm CLI is and which cluster it talks to,
-the job defaults (partition, account, QoS, reservation), how often to poll and how many Slurm
-calls may run at once. Validated with one clear error."""
+"""The slurm provider's `--provider-config`: where the Slurm CLI (or slurmrestd) is and which
+cluster it talks to, the job defaults (partition, account, QoS, reservation), how often to poll
+and how many Slurm calls may run at once. Validated with one clear error."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Pod annotations that choose a job's placement, over the config's defaults.
 ANNOTATION_PREFIX = "slurm.virtual-kubelet.io/"
@@ -46,6 +47,31 @@ class SlurmConfig(BaseModel):
     ssh_host: str | None = None
     ssh_command: str = "ssh"
     ssh_options: list[str] = Field(default_factory=lambda: ["-o", "BatchMode=yes"])
+    #: `cli`: sbatch, squeue, scancel, sinfo (here or over ssh). `rest`: slurmrestd for
+    #: submit, status, cancel and nodes; exec still runs `srun --overlap` on the CLI.
+    backend: Literal["cli", "rest"] = "cli"
+    #: slurmrestd: `unix:/path/to/socket` (rest_auth/local) or `http://host:port`.
+    rest_url: str | None = None
+    #: The OpenAPI plugin's version in the URL (Slurm 22.05: v0.0.38; its data must match).
+    rest_api_version: str = Field("v0.0.38", pattern=r"^v\d+\.\d+\.\d+$")
+    #: rest_auth/jwt: the user the token belongs to (X-SLURM-USER-NAME), and where the token
+    #: is (a file, re-read on every call, or an environment variable). Never logged.
+    rest_user_name: str | None = None
+    rest_token_file: Path | None = None
+    rest_token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _rest(self) -> SlurmConfig:
+        if self.backend == "rest":
+            url = self.rest_url or ""
+            if not (url.startswith("unix:/") or url.startswith(("http://", "https://"))):
+                raise ValueError(
+                    "backend rest needs rest_url: unix:/path/to/slurmrestd.socket or "
+                    "http://host:port"
+                )
+        if self.rest_token_file is not None and self.rest_token_env is not None:
+            raise ValueError("set rest_token_file or rest_token_env, not both")
+        return self
 
     @field_validator("ssh_host")
     @classmethod
@@ -56,7 +82,7 @@ class SlurmConfig(BaseModel):
             raise ValueError(f"{value!r} is not a [user@]host")
         return value
 
-    @field_validator("slurm_conf", "bin_dir", "work_root")
+    @field_validator("slurm_conf", "bin_dir", "work_root", "rest_token_file")
     @classmethod
     def _home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

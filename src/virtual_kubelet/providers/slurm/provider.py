@@ -1,5 +1,6 @@
-"""The `slurm` provider: each pod is one Slurm batch job, submitted with `sbatch` on the local
-Slurm CLI and tracked for all pods at once with one `squeue --json` call per poll."""
+"""The `slurm` provider: each pod is one Slurm batch job, submitted with `sbatch` on the Slurm CLI
+(or POST job/submit to slurmrestd) and tracked for all pods at once with one `squeue --json` call
+(or GET jobs) per poll."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from . import jobs, script
 from .cli import SlurmCallFailed, SlurmCli
 from .config import SlurmConfig
 from .node import SINFO_FORMAT, capacity_of, parse_sinfo, unavailable, unusable_reason
+from .rest import SlurmRest
 from .status import pod_status
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,9 @@ class SlurmProvider(Provider):
         self.config = validate(SlurmConfig, read_mapping(path), path) if path else SlurmConfig()
         self.root = self.config.work_root or context.state_dir / "slurm"
         self.cli = SlurmCli(self.config)
-        self.user = jobs.current_user()
+        self.rest = SlurmRest(self.config) if self.config.backend == "rest" else None
+        # Jobs are the token's user's with slurmrestd's JWT auth, else ours.
+        self.user = self.config.rest_user_name or jobs.current_user()
         self.records: dict[str, Record] = {}  # by namespace/name
         self.jobs: dict[str, jobs.JobInfo] = {}  # by pod UID, as of the last poll
         self.jobs_as_of = 0.0  # when the last successful poll began (monotonic)
@@ -128,6 +132,8 @@ class SlurmProvider(Provider):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.rest is not None:
+            await self.rest.close()
 
     def notify_pods(self, callback: PodCallback) -> None:
         self.notify = callback
@@ -139,7 +145,9 @@ class SlurmProvider(Provider):
         node = self.context.node_name
         began = time.monotonic()
         try:
-            if self.use_json:
+            if self.rest is not None:
+                self.jobs = jobs.parse_squeue_json(await self.rest.jobs_json(), node, self.user)
+            elif self.use_json:
                 try:
                     text = await self.cli.run("squeue", "--json")
                     self.jobs = jobs.parse_squeue_json(text, node, self.user)
@@ -148,7 +156,7 @@ class SlurmProvider(Provider):
                         raise
                     log.info("squeue has no --json here: reading scontrol show job instead")
                     self.use_json = False
-            if not self.use_json:
+            if self.rest is None and not self.use_json:
                 text = await self.cli.run("scontrol", "show", "job", "--oneliner", "--all")
                 self.jobs = jobs.parse_scontrol(text, node, self.user)
             self.poll_error = None
@@ -247,19 +255,36 @@ class SlurmProvider(Provider):
             record.job_id = existing.job_id  # submitted before a crash: adopt, never resubmit
         else:
             try:
-                out = await self.cli.run("sbatch", *files.sbatch_args, str(job_dir / "job.sh"))
+                record.job_id = await self._submit(files, job_dir)
             except SlurmCallFailed as exc:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 refused = ("invalid", "Invalid", "not available", "Requested node configuration")
                 if any(word in str(exc) for word in refused):
                     raise InvalidInput(f"Slurm refused the job: {exc}") from None
                 raise
-            record.job_id = out.strip().split(";", 1)[0]
             record.submitted = time.monotonic()
             (job_dir / "job-id").write_text(record.job_id)
         self.records[key] = record
         log.info("pod %s is Slurm job %s", key, record.job_id)
         self.poll_now.set()
+
+    async def _submit(self, files: script.JobFiles, job_dir: Path) -> str:
+        """The new job's id."""
+        if self.rest is not None:
+            environment = {"PATH": script.DEFAULT_PATH, "HOME": str(job_dir)}
+            return await self.rest.submit(files.script, files.sbatch_args, environment)
+        out = await self.cli.run("sbatch", *files.sbatch_args, str(job_dir / "job.sh"))
+        return out.strip().split(";", 1)[0]
+
+    async def _signal(self, job_id: str, signal: str, *, full: bool = False) -> None:
+        """scancel --signal (the steps only, unless `full`), or slurmrestd's DELETE, which
+        always signals every process of the job, the batch script included."""
+        if self.rest is not None:
+            await self.rest.signal(job_id, signal)
+        else:
+            await self.cli.run(
+                "scancel", f"--signal={signal}", *(["--full"] if full else []), job_id
+            )
 
     async def update_pod(self, pod: Pod) -> None:
         record = self.records.get(key_of(pod))
@@ -293,7 +318,7 @@ class SlurmProvider(Provider):
         job = next((j for j in self.jobs.values() if j.job_id == job_id), None)
         if grace > 0 and job is not None and job.state == "RUNNING":
             try:
-                await self.cli.run("scancel", "--signal=TERM", job_id)
+                await self._signal(job_id, "TERM")
             except SlurmCallFailed as exc:
                 log.warning("scancel --signal=TERM %s: %s", job_id, exc)
             while time.monotonic() < deadline - 0.5:
@@ -302,8 +327,9 @@ class SlurmProvider(Provider):
                 if job is None or job.finished:
                     return
         try:
-            await self.cli.run("scancel", "--signal=KILL", "--full", job_id)
-            await self.cli.run("scancel", job_id)
+            await self._signal(job_id, "KILL", full=True)
+            if self.rest is None:
+                await self.cli.run("scancel", job_id)
         except SlurmCallFailed as exc:
             # Already over is fine; anything else must be retried by the agent.
             if "already completing or completed" not in str(exc) and "Invalid job id" not in str(
@@ -341,11 +367,15 @@ class SlurmProvider(Provider):
         """Capacity, usability and availability from sinfo; whether the capacity or the
         availability changed."""
         try:
-            text = await self.cli.run("sinfo", "--noheader", "--Node", f"--format={SINFO_FORMAT}")
+            if self.rest is not None:
+                nodes = await self.rest.nodes()
+            else:
+                nodes = parse_sinfo(
+                    await self.cli.run("sinfo", "--noheader", "--Node", f"--format={SINFO_FORMAT}")
+                )
         except SlurmCallFailed as exc:
-            log.warning("sinfo failed: %s", exc)
+            log.warning("reading Slurm's nodes failed: %s", exc)
             return False
-        nodes = parse_sinfo(text)
         self.unusable = unusable_reason(nodes, self.config.partition)
         available = unavailable(nodes, self.config.partition)
         capacity = capacity_of(nodes, self.config.partition)
