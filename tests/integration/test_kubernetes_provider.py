@@ -24,10 +24,12 @@ from virtual_kubelet.testing import ConformanceProfile, ProcessWorkloads, Provid
 from virtual_kubelet.testing.node import ConformanceNode
 
 from .cci_proxy import CciProxy
-from .conftest import TOLERATION, create, events_for
+from .conftest import TOLERATION, AgentFactory, create, events_for
 from .terminal import terminal
 
 OWNER = "offload.virtual-kubelet.io/owner"
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+OFFLOAD = "offload.virtual-kubelet.io"
 
 
 class Offload:
@@ -722,3 +724,81 @@ def test_stats_summary_shows_the_offloaded_pods_usage_under_their_source_names(
     assert all(p["podRef"]["namespace"] == ns for p in summary["pods"] if p["podRef"] != ours)
     assert summary["node"]["cpu"]["usageNanoCores"] >= pod["cpu"]["usageNanoCores"]
     source.kubectl("delete", "deployment", "busy", "-n", ns, "--wait=false")
+
+
+def test_endpoint_slices_of_pods_that_stayed_home_are_reflected_into_the_target(
+    offload: Offload, kube_namespace: str, start_agent: AgentFactory
+) -> None:
+    """A Service with pods on a home node and on the virtual node: in the target, the copy of the
+    Service lists the remote pods (the target's controller) and the home pods (our copies of the
+    source's EndpointSlices); deleting the home pod or the Service removes them."""
+    source, target, ns = offload.source, offload.target, kube_namespace
+    remote_ns = f"{ns}-home"
+    home = start_agent(provider="process")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "mixed"},
+        "spec": {"selector": {"app": "mixed"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    create(source, ns, service)
+    for name, node in (("at-home", home.node_name), ("away", offload.node)):
+        create(
+            source,
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "mixed"}},
+                "spec": {
+                    "nodeName": node,
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "registry.invalid/app:1",
+                            "command": ["sh", "-c", "exec sleep 3600"],
+                        }
+                    ],
+                },
+            },
+        )
+    running = wait_until(lambda: _running(_pods(source, ns, "app=mixed"), 2), 90, "both to run")
+    ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in running}
+
+    def slices() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = target.get_json(
+            "endpointslices", "-n", remote_ns, "-l", "kubernetes.io/service-name=mixed"
+        )["items"]
+        return items
+
+    def addresses(only_ours: bool = False) -> set[str]:
+        return {
+            address
+            for s in slices()
+            if not only_ours or s["metadata"]["labels"].get(MANAGED_BY) == OFFLOAD
+            for e in s.get("endpoints") or []
+            for address in e["addresses"]
+        }
+
+    both = {ips["at-home"], ips["away"]}
+    wait_until(lambda: addresses() == both, 60, "both pods behind the Service in the target")
+    # Ours carry only the home pod (the target lists the remote one itself), managed by us.
+    assert addresses(only_ours=True) == {ips["at-home"]}
+    ours = [s for s in slices() if s["metadata"]["labels"].get(MANAGED_BY) == OFFLOAD]
+    assert {s["metadata"]["labels"].get(OWNER) for s in ours} == {f"home.{offload.node}"}
+    assert all("nodeName" not in e for s in ours for e in s.get("endpoints") or [])
+    source.kubectl("delete", "pod", "at-home", "-n", ns, "--wait=false")
+    wait_until(lambda: addresses() == {ips["away"]}, 60, "the home pod to leave the target")
+    source.kubectl("delete", "service", "mixed", "-n", ns)
+    wait_until(
+        lambda: (
+            not target.get_json("endpointslices", "-n", remote_ns, "-l", f"{MANAGED_BY}={OFFLOAD}")[
+                "items"
+            ]
+        ),
+        60,
+        "our EndpointSlices to go with the Service",
+    )
+    source.kubectl("delete", "pod", "away", "-n", ns, "--wait=false")

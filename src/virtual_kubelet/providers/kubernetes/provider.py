@@ -192,7 +192,7 @@ class KubernetesProvider(Provider):
         self._target = target
         if self.config.reflect_services:
             self._services = ServiceReflection(
-                self._source, target, self.owner, self.config.cluster_id
+                self._source, target, self.owner, self.config.cluster_id, self.context.node_name
             )
         if self.config.pods.service_account == "source":
             self._tokens = SourceTokens(

@@ -6,7 +6,8 @@ selector gets an owner-labelled copy in the target namespace with the same name,
 ports (a ClusterIP of the target's own, or headless if the source's is). The target's endpoint
 controller then lists the target pods the selector matches (our remote pods keep their source
 labels). A Service deleted in the source is deleted in the target; a target Service we did not
-create is never overwritten.
+create is never overwritten. The Service's EndpointSlices in the source follow its copy
+(endpoint_slices.py): the target's Service then also lists the pods that stayed in the source.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 from typing import Any
 
 from ...sdk.kube_api import ApiError, CallbackHandler, KubeClient, Reflector, path
+from .endpoint_slices import EndpointSliceReflection
 from .naming import OWNER_LABEL, SOURCE_CLUSTER, SOURCE_NAME, SOURCE_NAMESPACE
 
 __all__ = ["ServiceReflection"]
@@ -29,7 +31,9 @@ _PORT_FIELDS = ("name", "port", "targetPort", "protocol", "appProtocol")
 class ServiceReflection:
     """Copies selector Services of the source namespaces we run pods of into the target."""
 
-    def __init__(self, source: KubeClient, target: KubeClient, owner: str, cluster_id: str) -> None:
+    def __init__(
+        self, source: KubeClient, target: KubeClient, owner: str, cluster_id: str, node: str
+    ) -> None:
         self._source = source
         self._target = target
         self._owner = owner
@@ -38,6 +42,7 @@ class ServiceReflection:
         self._followed: dict[str, str] = {}
         self._watches: list[asyncio.Task[None]] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self.slices = EndpointSliceReflection(source, target, owner, cluster_id, node)
 
     def follow(self, source_ns: str, target_ns: str) -> None:
         """Reflect the Services of `source_ns` into `target_ns` from now on."""
@@ -55,11 +60,13 @@ class ServiceReflection:
             ),
         )
         self._watches.append(asyncio.get_running_loop().create_task(reflector.run()))
+        self.slices.follow(source_ns, target_ns)
 
     async def close(self) -> None:
         for task in [*self._watches, *self._writes]:
             task.cancel()
         await asyncio.gather(*self._watches, *self._writes, return_exceptions=True)
+        await self.slices.close()
 
     def _copy_of(self, service: Obj, target_ns: str) -> Obj | None:
         spec = service.get("spec") or {}
@@ -97,15 +104,20 @@ class ServiceReflection:
     def _deleted(self, service: Obj) -> None:
         target_ns = self._followed.get(service["metadata"]["namespace"])
         if target_ns:
+            self.slices.service_removed(
+                service["metadata"]["namespace"], service["metadata"]["name"]
+            )
             self._spawn(self._delete(target_ns, service["metadata"]["name"]))
 
     async def _write(self, copy: Obj) -> None:
         namespace, name = copy["metadata"]["namespace"], copy["metadata"]["name"]
+        source_ns = copy["metadata"]["annotations"][SOURCE_NAMESPACE]
         url = path("v1", "services", namespace, name)
         try:
             try:
                 await self._target.create(path("v1", "services", namespace), copy)
                 log.info("reflected service %s/%s into the target", namespace, name)
+                self.slices.service_reflected(source_ns, name)
                 return
             except ApiError as exc:
                 if not exc.conflict:
@@ -121,6 +133,7 @@ class ServiceReflection:
                 return
             patch = {"metadata": copy["metadata"], "spec": copy["spec"]}
             await self._target.patch(url, patch, "merge")
+            self.slices.service_reflected(source_ns, name)
         except ApiError as exc:
             log.warning("cannot reflect service %s/%s into the target: %s", namespace, name, exc)
 
