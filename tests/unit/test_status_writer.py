@@ -178,3 +178,28 @@ def test_the_answer_to_our_patch_is_let_go_once_the_cache_has_caught_up() -> Non
     asyncio.run(_with_writer(api, steps))
     assert api.pod["status"]["phase"] == "Running", api.patches
     assert api.pod["status"]["message"] == "still running"
+
+
+def test_an_answer_the_cache_already_has_is_not_kept() -> None:
+    # The watch often delivers our write before the PATCH's answer arrives: then there is nothing
+    # to keep, and nothing may be kept for good.
+    api = StatusSubresource(_status("Pending"))
+
+    async def steps(writer: Writer) -> None:
+        original = api.patch
+
+        async def watch_first(url: str, body: Any, patch_type: str = "merge") -> Any:
+            answer = await original(url, body, patch_type)
+            writer.refresh_cache()
+            writer.writer.cache_updated(KEY, writer.cache)
+            return answer
+
+        api.patch = watch_first  # type: ignore[method-assign]
+        await writer.report(_status("Running", pid=100))
+        await asyncio.sleep(0)  # let the worker finish with the answer
+        assert KEY not in writer.writer._written
+        await writer.report({**_status("Running", pid=100), "message": "still running"})
+
+    asyncio.run(_with_writer(api, steps))
+    assert api.pod["status"]["phase"] == "Running", api.patches
+    assert api.pod["status"]["message"] == "still running"

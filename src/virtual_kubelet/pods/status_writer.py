@@ -123,7 +123,11 @@ class StatusWriter:
 
     def _remember(self, key: str, written: Pod) -> None:
         """Keep `written` as the base of the next diff, unless an answer to a later write (the
-        reconciler patches too, concurrently) is already kept."""
+        reconciler patches too, concurrently) is already kept, or the cache already has it (the
+        watch often delivers our write before its answer arrives: `cache_updated` came first)."""
+        cached = self._api_pod(key)
+        if cached is not None and self._freshest_of(cached, written) is cached:
+            return
         kept = self._written.get(key)
         if (
             kept is None
@@ -138,6 +142,14 @@ class StatusWriter:
         written = self._written.get(key)
         if written is None:
             return cached
+        if self._freshest_of(cached, written) is written:
+            return written
+        del self._written[key]  # the cache has our write (or a newer one, or another pod)
+        return cached
+
+    @staticmethod
+    def _freshest_of(cached: Pod, written: Pod) -> Pod:
+        """`written` if it is the same pod as `cached` and newer, else `cached`."""
         ours, theirs = _resource_version(written), _resource_version(cached)
         if (
             uid_of(written) == uid_of(cached)
@@ -146,7 +158,6 @@ class StatusWriter:
             and theirs < ours
         ):
             return written
-        del self._written[key]  # the cache has our write (or a newer one, or another pod)
         return cached
 
 
