@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from virtual_kubelet.devcluster import DevCluster, wait_until
 from virtual_kubelet.devcluster.agent import AgentProcess
 from virtual_kubelet.devcluster.slurm import SlurmCluster
 
 from .conftest import TOLERATION, AgentFactory, create, pod
 from .slurm_backend import cancel_jobs_of_node, jobs_of, slurm
+from .sshd import Sshd, sshd
 
-__all__ = ["slurm"]  # the fixture, imported for pytest
+__all__ = ["slurm", "sshd"]  # the fixtures, imported for pytest
 
 
 def _agent(start_agent: AgentFactory, cluster: SlurmCluster, **kwargs: Any) -> AgentProcess:
@@ -328,21 +331,39 @@ def test_a_burst_of_200_pods_is_tracked_with_a_bounded_number_of_slurm_calls(
     assert succeeded > 0
 
 
+@pytest.mark.parametrize("client", ["system", "asyncssh"])
 def test_through_ssh_to_a_login_node_pods_run_log_and_exec(
     devcluster: DevCluster,
     kube_namespace: str,
     start_agent: AgentFactory,
     slurm: SlurmCluster,
-    tmp_path: Path,
+    sshd: Sshd,
+    client: str,
 ) -> None:
-    # A stand-in for the system ssh (nothing may leave this machine): it records how it was
-    # called and runs the remote command line with sh, as sshd would on the login node.
-    fake_ssh = tmp_path / "ssh"
-    fake_ssh.write_text(
-        '#!/bin/sh\necho "$*" >> "$0.calls"\nfor last; do :; done\nexec sh -c "$last"\n'
-    )
-    fake_ssh.chmod(0o755)
-    settings = {"ssh_host": "me@login1", "ssh_command": str(fake_ssh)}
+    # A real sshd on loopback stands for the login node; its ForceCommand records each remote
+    # command line before running it.
+    settings: dict[str, Any] = {"ssh_host": "root@127.0.0.1", "ssh_client": client}
+    if client == "system":
+        settings["ssh_options"] = [
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            str(sshd.port),
+            "-i",
+            str(sshd.client_key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={sshd.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ]
+    else:
+        settings.update(
+            ssh_port=sshd.port,
+            ssh_identity_file=str(sshd.client_key),
+            ssh_known_hosts=str(sshd.known_hosts),
+        )
     agent = _agent(start_agent, slurm, settings=settings)
     create(
         devcluster, kube_namespace, _pod("remote", agent.node_name, "echo from-login; sleep 300")
@@ -371,11 +392,11 @@ def test_through_ssh_to_a_login_node_pods_run_log_and_exec(
         check=False,
     )
     assert (done.returncode, done.stdout) == (5, "got it\n")
-    calls = Path(f"{fake_ssh}.calls").read_text().splitlines()
-    assert all(line.startswith("-o BatchMode=yes me@login1 -- ") for line in calls)
-    assert {line.split(" -- env SLURM_CONF=")[1].split()[1] for line in calls} >= {
-        "sbatch",
-        "squeue",
-        "sinfo",
-        "srun",
-    }
+    calls = sshd.lines()
+    assert all(line.startswith("env SLURM_CONF=") for line in calls), calls
+    assert {line.split()[2] for line in calls} >= {"sbatch", "squeue", "sinfo", "srun"}
+    logins = sshd.log.read_text().count("Accepted publickey")
+    if client == "asyncssh":
+        assert logins == 1  # one connection kept open for every command
+    else:
+        assert logins == len(calls)  # the system ssh: one connection a command

@@ -47,6 +47,15 @@ class SlurmConfig(BaseModel):
     ssh_host: str | None = None
     ssh_command: str = "ssh"
     ssh_options: list[str] = Field(default_factory=lambda: ["-o", "BatchMode=yes"])
+    #: `system`: the ssh program (`ssh_command`, `ssh_options`); `asyncssh`: one connection kept
+    #: open in the agent (`ssh_port`, `ssh_identity_file`, `ssh_known_hosts`).
+    ssh_client: Literal["system", "asyncssh"] = "system"
+    ssh_port: int = Field(22, gt=0, lt=65536)
+    #: asyncssh: the private key (else the user's default keys and agent).
+    ssh_identity_file: Path | None = None
+    #: asyncssh: the known_hosts file the login node's host key must be in (else
+    #: ~/.ssh/known_hosts). There is no "accept any host key".
+    ssh_known_hosts: Path | None = None
     #: `cli`: sbatch, squeue, scancel, sinfo (here or over ssh). `rest`: slurmrestd for
     #: submit, status, cancel and nodes; exec still runs `srun --overlap` on the CLI.
     backend: Literal["cli", "rest"] = "cli"
@@ -82,7 +91,14 @@ class SlurmConfig(BaseModel):
             raise ValueError(f"{value!r} is not a [user@]host")
         return value
 
-    @field_validator("slurm_conf", "bin_dir", "work_root", "rest_token_file")
+    @field_validator(
+        "slurm_conf",
+        "bin_dir",
+        "work_root",
+        "rest_token_file",
+        "ssh_identity_file",
+        "ssh_known_hosts",
+    )
     @classmethod
     def _home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -134,6 +134,7 @@ class SlurmProvider(Provider):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.rest is not None:
             await self.rest.close()
+        await self.cli.close()
 
     def notify_pods(self, callback: PodCallback) -> None:
         self.notify = callback
@@ -488,42 +489,34 @@ class SlurmProvider(Provider):
             str(env_file),
             *command,
         ]
-        process = await asyncio.create_subprocess_exec(
-            *self.cli.argv("srun", *argv),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.cli.env,
-        )
-        assert process.stdout is not None
-        assert process.stderr is not None
+        process = await self.cli.start("srun", *argv)
 
         async def pump_in() -> None:
-            assert process.stdin
             try:
                 if io.stdin is not None:
                     while chunk := await io.stdin.read():
-                        process.stdin.write(chunk)
-                        await process.stdin.drain()
+                        await process.write(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                process.stdin.close()
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.close_stdin()
 
-        async def pump_out(source: asyncio.StreamReader, sink: Any) -> None:
-            while chunk := await source.read(65536):
+        async def pump_out(read: Any, sink: Any) -> None:
+            while chunk := await read():
                 if sink is not None:
                     await sink.write(chunk)
 
         feeder = asyncio.create_task(pump_in())
+        finished = False
         try:
             await asyncio.gather(
-                pump_out(process.stdout, io.stdout), pump_out(process.stderr, io.stderr)
+                pump_out(process.read_stdout, io.stdout), pump_out(process.read_stderr, io.stderr)
             )
             code = await process.wait()
+            finished = True
         finally:
             feeder.cancel()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            if not finished:
+                await process.kill()
         return code & 0xFF
