@@ -30,7 +30,7 @@ _CACHE_SIZE = 4096
 _MAX_MESSAGE = 1024
 
 
-@dataclass
+@dataclass(slots=True)  # one per recent event (up to _CACHE_SIZE): slots keep them small
 class _Sent:
     name: str
     namespace: str
