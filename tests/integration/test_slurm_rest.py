@@ -5,6 +5,7 @@ scancel or sinfo, the call would fail, and the log shows it never tried."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from virtual_kubelet.devcluster.slurm import SlurmCluster, SlurmUnavailable
 from virtual_kubelet.testing import ConformanceProfile, ProviderConformance
 
 from .conftest import AgentFactory, create, pod
-from .slurm_backend import jobs_of, slurm
+from .slurm_backend import cancel_jobs_of_node, jobs_of, slurm
 from .test_conformance_slurm import SlurmWorkloads
 from .test_slurm_provider import _pod, _status, _terminated
 
@@ -38,6 +39,21 @@ def slurm_rest(slurm: SlurmCluster) -> Iterator[SlurmCluster]:
     yield slurm
     if started_here:
         slurm.rest_down()
+
+
+@pytest.fixture
+def nodes(slurm_rest: SlurmCluster) -> Iterator[list[str]]:
+    """Node names whose jobs are cancelled after the test (the sleeping ones would otherwise
+    hold the small dev Slurm's slots for the tests after it)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        cancel_jobs_of_node(slurm_rest, name)
+
+
+def _max_job_id(cluster: SlurmCluster) -> int:
+    shown = cluster.cli("squeue", "--json")
+    return max((int(j["job_id"]) for j in json.loads(shown.stdout)["jobs"]), default=0)
 
 
 def _srun_only(directory: Path) -> Path:
@@ -60,9 +76,14 @@ def _settings(cluster: SlurmCluster, bin_dir: Path) -> dict[str, Any]:
 
 
 def _agent(
-    start_agent: AgentFactory, cluster: SlurmCluster, bin_dir: Path, **kwargs: Any
+    start_agent: AgentFactory,
+    cluster: SlurmCluster,
+    bin_dir: Path,
+    nodes: list[str],
+    **kwargs: Any,
 ) -> AgentProcess:
     agent = start_agent(provider="slurm", provider_config=_settings(cluster, bin_dir), **kwargs)
+    nodes.append(agent.node_name)
     agent.approve_serving_certificate()
     return agent
 
@@ -78,9 +99,10 @@ def test_through_slurmrestd_a_job_completes_with_logs_and_a_failing_pod_has_its_
     start_agent: AgentFactory,
     slurm_rest: SlurmCluster,
     tmp_path: Path,
+    nodes: list[str],
 ) -> None:
     bin_dir = _srun_only(tmp_path / "bin")
-    agent = _agent(start_agent, slurm_rest, bin_dir)
+    agent = _agent(start_agent, slurm_rest, bin_dir, nodes)
     node = agent.wait_ready()
     assert node["status"]["capacity"]["cpu"] == str(os.cpu_count())
     assert node["status"]["capacity"]["memory"] == "4000Mi"
@@ -125,9 +147,10 @@ def test_through_slurmrestd_a_refused_pod_and_deletion_cancels_the_job(
     start_agent: AgentFactory,
     slurm_rest: SlurmCluster,
     tmp_path: Path,
+    nodes: list[str],
 ) -> None:
     bin_dir = _srun_only(tmp_path / "bin")
-    agent = _agent(start_agent, slurm_rest, bin_dir)
+    agent = _agent(start_agent, slurm_rest, bin_dir, nodes)
     agent.wait_ready()
     bad = _pod(
         "bad",
@@ -168,9 +191,10 @@ def test_through_slurmrestd_a_restarted_agent_adopts_its_job_and_exec_uses_srun(
     start_agent: AgentFactory,
     slurm_rest: SlurmCluster,
     tmp_path: Path,
+    nodes: list[str],
 ) -> None:
     bin_dir = _srun_only(tmp_path / "bin")
-    agent = _agent(start_agent, slurm_rest, bin_dir)
+    agent = _agent(start_agent, slurm_rest, bin_dir, nodes)
     create(devcluster, kube_namespace, _pod("steady", agent.node_name, "echo up; exec sleep 300"))
     wait_until(
         lambda: _status(devcluster, kube_namespace, "steady").get("phase") == "Running",
@@ -179,7 +203,7 @@ def test_through_slurmrestd_a_restarted_agent_adopts_its_job_and_exec_uses_srun(
     )
     first = _status(devcluster, kube_namespace, "steady")["containerStatuses"][0]
     agent.kill()
-    _agent(start_agent, slurm_rest, bin_dir, name=agent.node_name)
+    _agent(start_agent, slurm_rest, bin_dir, nodes, name=agent.node_name)
     status = _status(devcluster, kube_namespace, "steady")
     assert status["phase"] == "Running"
     assert status["containerStatuses"][0]["containerID"] == first["containerID"]
@@ -197,8 +221,9 @@ def test_through_slurmrestd_a_restarted_agent_adopts_its_job_and_exec_uses_srun(
 class TestSlurmRestConformance(ProviderConformance):
     @pytest.fixture(scope="class")
     @classmethod
-    def conformance_profile(cls, slurm_rest: SlurmCluster) -> ConformanceProfile:
-        return ConformanceProfile(
+    def conformance_profile(cls, slurm_rest: SlurmCluster) -> Iterator[ConformanceProfile]:
+        before = _max_job_id(slurm_rest)
+        yield ConformanceProfile(
             provider="slurm",
             config={
                 "backend": "rest",
@@ -208,3 +233,12 @@ class TestSlurmRestConformance(ProviderConformance):
             },
             workloads=SlurmWorkloads(),
         )
+        # The suite's jobs that still run (its agents are gone), so later tests find room.
+        shown = slurm_rest.cli("squeue", "--json")
+        left = [
+            str(j["job_id"])
+            for j in json.loads(shown.stdout)["jobs"]
+            if int(j["job_id"]) > before and str(j.get("comment", "")).startswith("vk:")
+        ]
+        if left:
+            slurm_rest.cli("scancel", *left)

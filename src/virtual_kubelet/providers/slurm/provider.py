@@ -72,7 +72,7 @@ def _without_env_values(pod: Pod) -> Pod:
 
 
 class SlurmProvider(Provider):
-    description = "Pods as Slurm batch jobs (sbatch, squeue, scancel on the Slurm CLI)."
+    description = "Pods as Slurm batch jobs (the Slurm CLI, here or over ssh, or slurmrestd)."
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
