@@ -144,16 +144,23 @@ def _write(runs: list[dict[str, Any]], out: Path, stamp: str, sizes: dict[str, A
 )
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to create or delete.")
 @click.option(
+    "--settle",
+    default=memory_mod.SETTLE_S,
+    show_default=True,
+    help="Seconds between the last pod Ready and reading RSS (the agent runs at most one full"
+    " garbage collection a minute: 70 includes one).",
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the work directory here (tracemalloc snapshots, a sample pod, agent logs).",
 )
-def memory(pods: str, breakdown: bool, timeout: float, keep: Path | None) -> None:
+def memory(pods: str, breakdown: bool, timeout: float, settle: float, keep: Path | None) -> None:
     """RSS of our agent (mock provider) holding N pods: bytes per held pod (bench/memory.py)."""
     counts = [int(n) for n in pods.split(",") if n.strip()]
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        memory_mod.run(counts, breakdown, keep, timeout)
+        memory_mod.run(counts, breakdown, keep, timeout, settle)
         return
     with tempfile.TemporaryDirectory(prefix="vk-bench-mem-") as tmp:
-        memory_mod.run(counts, breakdown, Path(tmp), timeout)
+        memory_mod.run(counts, breakdown, Path(tmp), timeout, settle)

@@ -34,6 +34,7 @@ from virtual_kubelet.devcluster.pytest_plugin import config_for_tests
 from virtual_kubelet.devcluster.waiting import wait_until
 from virtual_kubelet.kube import config as kubeconfig
 from virtual_kubelet.kube.client import KubeClient
+from virtual_kubelet.kube.errors import ApiError
 
 from .contenders import account_identities, identity
 from .measure import PodWatch, create_pods, delete_all, new_namespace
@@ -135,7 +136,13 @@ async def _release(cluster: DevCluster, timeout: float) -> None:
         listing = await client.get("/api/v1/pods", {"labelSelector": "bench=1"})
         namespaces = {p["metadata"]["namespace"] for p in listing["items"]}
         for namespace in namespaces:
-            await delete_all(client, namespace)
+            try:
+                await delete_all(client, namespace)
+            except ApiError as exc:
+                # A collection DELETE of thousands of pods can outlast the API server's request
+                # timeout (504) while it goes on deleting them: wait for that below.
+                if exc.status != 504:
+                    raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = await client.get("/api/v1/pods", {"labelSelector": "bench=1", "limit": 1})
@@ -149,7 +156,14 @@ def _toleration() -> dict[str, str]:
     return {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def measure(cluster: DevCluster, workdir: Path, pods: int, traced: bool, timeout: float) -> Held:
+def measure(
+    cluster: DevCluster,
+    workdir: Path,
+    pods: int,
+    traced: bool,
+    timeout: float,
+    settle: float = SETTLE_S,
+) -> Held:
     node = f"mem-{pods}-{os.getpid() % 10000}"
     metrics = f"127.0.0.1:{free_port()}"
     snapshots = workdir / node / "snapshot"
@@ -175,9 +189,13 @@ def measure(cluster: DevCluster, workdir: Path, pods: int, traced: bool, timeout
         empty_snapshot = _snapshot(agent, snapshots, 1) if traced else None
         empty = _rss(pid)
         asyncio.run(_hold(cluster, agent, pods, timeout))
-        time.sleep(SETTLE_S)
+        time.sleep(settle)
         held_snapshot = _snapshot(agent, snapshots, 2) if traced else None
         held = _rss(pid)
+        print(
+            f"{pods} pods held: RSS {held / 2**20:.1f} MB (empty {empty / 2**20:.1f} MB)",
+            flush=True,
+        )
         asyncio.run(_release(cluster, timeout))
         time.sleep(SETTLE_S)
         after = _rss(pid)
@@ -197,7 +215,13 @@ def measure(cluster: DevCluster, workdir: Path, pods: int, traced: bool, timeout
     return result
 
 
-def run(counts: list[int], traced: bool, workdir: Path, timeout: float) -> list[dict[str, Any]]:
+def run(
+    counts: list[int],
+    traced: bool,
+    workdir: Path,
+    timeout: float,
+    settle: float = SETTLE_S,
+) -> list[dict[str, Any]]:
     """Measure each count in turn on one dev cluster under `workdir` (snapshots and a sample pod
     are left under `workdir/mem-<count>-*`)."""
     results = []
@@ -206,7 +230,7 @@ def run(counts: list[int], traced: bool, workdir: Path, timeout: float) -> list[
     ) as cluster:
         account_identities(cluster)
         for pods in counts:
-            held = measure(cluster, workdir, pods, traced, timeout)
+            held = measure(cluster, workdir, pods, traced, timeout, settle)
             print(held.line(), flush=True)
             if held.breakdown is not None:
                 total = sum(v for _, v in held.breakdown)

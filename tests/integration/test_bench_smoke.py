@@ -55,3 +55,19 @@ def test_bench_quick_throughput_runs_and_writes_results(tmp_path: Path) -> None:
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     (again,) = (tmp_path / "again").glob("bench-*.json")
     assert json.loads(again.read_text())["rows"] == doc["rows"]
+
+
+def test_bench_memory_reports_bytes_per_held_pod(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "memory", "--pods", "20", "--keep", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "20 pods: RSS empty" in result.stdout, result.stdout[-2000:]
+    assert "KB per pod" in result.stdout
+    # The sample pod it sizes representations with is the API server's.
+    (sample,) = tmp_path.glob("mem-20-*/sample-pod.json")
+    assert json.loads(sample.read_text())["kind"] == "Pod"
