@@ -140,8 +140,9 @@ async def _release(cluster: DevCluster, timeout: float) -> None:
                 await delete_all(client, namespace)
             except ApiError as exc:
                 # A collection DELETE of thousands of pods can outlast the API server's request
-                # timeout (504) while it goes on deleting them: wait for that below.
-                if exc.status != 504:
+                # timeout (504), or its answer be cut off (0), while it goes on deleting them:
+                # wait for that below.
+                if exc.status not in (0, 504):
                     raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
