@@ -12,6 +12,7 @@ import hashlib
 import io
 import posixpath
 import shlex
+import sys
 import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ _MEMORY_BASE = 8 * 1024 * 1024
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's env as `kubectl exec -- env` shows it. Names and values are interned:
+    thousands of pods repeat the same ones (the service links the agent adds to every pod), and
+    each container keeps its env for as long as it runs."""
+    return {_shared(e["name"]): _shared(e.get("value", "")) for e in container.get("env") or []}
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 @dataclass(slots=True)
@@ -117,8 +129,10 @@ class MockRuntime:
         key = f"{meta['namespace']}/{meta['name']}"
         every = (meta.get("annotations") or {}).get(LOG_EVERY)
         for spec in pod["spec"]["containers"]:
-            env = {e["name"]: e.get("value", "") for e in spec.get("env") or []}
-            container = MockContainer(key, spec["name"], spec.get("image", ""), env)
+            env = _env(spec)
+            container = MockContainer(
+                key, _shared(spec["name"]), _shared(spec.get("image", "")), env
+            )
             container.write(
                 f"mock: container {spec['name']} of pod {key} started (image {container.image})\n".encode()
             )
@@ -134,7 +148,7 @@ class MockRuntime:
         for spec in pod["spec"]["containers"]:
             container = self.containers.get((key, spec["name"]))
             if container is not None:
-                container.env = {e["name"]: e.get("value", "") for e in spec.get("env") or []}
+                container.env = _env(spec)
 
     def finish_pod(self, key: str) -> None:
         """Its containers exited: logs stay readable, exec no longer works."""
