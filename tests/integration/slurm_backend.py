@@ -55,3 +55,22 @@ def cancel_jobs_of_node(cluster: SlurmCluster, node_name: str) -> None:
     ]
     if ids:
         cluster.cli("scancel", *ids)
+
+
+def newest_job_id(cluster: SlurmCluster) -> int:
+    shown = cluster.cli("squeue", "--json")
+    return max((int(j["job_id"]) for j in json.loads(shown.stdout)["jobs"]), default=0)
+
+
+def cancel_agent_jobs_after(cluster: SlurmCluster, job_id: int) -> None:
+    """Cancel the agents' jobs (comment `vk:...`) newer than `job_id`: a class of tests whose
+    agents are gone leaves its pods' jobs running, and the single-node Slurm has room for only a
+    few, so the next file's pods would wait on `Resources`."""
+    shown = cluster.cli("squeue", "--json")
+    ids = [
+        str(job["job_id"])
+        for job in json.loads(shown.stdout)["jobs"]
+        if int(job["job_id"]) > job_id and str(job.get("comment", "")).startswith("vk:")
+    ]
+    if ids:
+        cluster.cli("scancel", *ids)

@@ -4,6 +4,8 @@ through VK_VOLUME_* as with the process provider's env mode."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from virtual_kubelet.devcluster.slurm import SlurmCluster
@@ -14,7 +16,7 @@ from virtual_kubelet.testing import (
     Workload,
 )
 
-from .slurm_backend import slurm
+from .slurm_backend import cancel_agent_jobs_after, newest_job_id, slurm
 
 __all__ = ["slurm"]  # the fixture, imported for pytest
 
@@ -33,9 +35,11 @@ class SlurmWorkloads(ProcessWorkloads):
 class TestSlurmConformance(ProviderConformance):
     @pytest.fixture(scope="class")
     @classmethod
-    def conformance_profile(cls, slurm: SlurmCluster) -> ConformanceProfile:
-        return ConformanceProfile(
+    def conformance_profile(cls, slurm: SlurmCluster) -> Iterator[ConformanceProfile]:
+        before = newest_job_id(slurm)
+        yield ConformanceProfile(
             provider="slurm",
             config={"slurm_conf": str(slurm.config_file), "poll_seconds": 1},
             workloads=SlurmWorkloads(),
         )
+        cancel_agent_jobs_after(slurm, before)

@@ -5,7 +5,6 @@ scancel or sinfo, the call would fail, and the log shows it never tried."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,13 @@ from virtual_kubelet.devcluster.slurm import SlurmCluster, SlurmUnavailable
 from virtual_kubelet.testing import ConformanceProfile, ProviderConformance
 
 from .conftest import AgentFactory, create, pod
-from .slurm_backend import cancel_jobs_of_node, jobs_of, slurm
+from .slurm_backend import (
+    cancel_agent_jobs_after,
+    cancel_jobs_of_node,
+    jobs_of,
+    newest_job_id,
+    slurm,
+)
 from .test_conformance_slurm import SlurmWorkloads
 from .test_slurm_provider import _pod, _status, _terminated
 
@@ -49,11 +54,6 @@ def nodes(slurm_rest: SlurmCluster) -> Iterator[list[str]]:
     yield names
     for name in names:
         cancel_jobs_of_node(slurm_rest, name)
-
-
-def _max_job_id(cluster: SlurmCluster) -> int:
-    shown = cluster.cli("squeue", "--json")
-    return max((int(j["job_id"]) for j in json.loads(shown.stdout)["jobs"]), default=0)
 
 
 def _srun_only(directory: Path) -> Path:
@@ -222,7 +222,7 @@ class TestSlurmRestConformance(ProviderConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def conformance_profile(cls, slurm_rest: SlurmCluster) -> Iterator[ConformanceProfile]:
-        before = _max_job_id(slurm_rest)
+        before = newest_job_id(slurm_rest)
         yield ConformanceProfile(
             provider="slurm",
             config={
@@ -234,11 +234,4 @@ class TestSlurmRestConformance(ProviderConformance):
             workloads=SlurmWorkloads(),
         )
         # The suite's jobs that still run (its agents are gone), so later tests find room.
-        shown = slurm_rest.cli("squeue", "--json")
-        left = [
-            str(j["job_id"])
-            for j in json.loads(shown.stdout)["jobs"]
-            if int(j["job_id"]) > before and str(j.get("comment", "")).startswith("vk:")
-        ]
-        if left:
-            slurm_rest.cli("scancel", *left)
+        cancel_agent_jobs_after(slurm_rest, before)
