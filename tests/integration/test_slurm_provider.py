@@ -212,6 +212,16 @@ def test_deleting_a_running_pod_cancels_its_job_within_the_grace_period(
         60,
         "the pod to run",
     )
+    # Running means the container's step runs, not that its shell has set the trap yet: a TERM
+    # before `trap` kills it with 143 (the job then ends FAILED, as a kubelet's container would
+    # end in Error). The trap is set once "up" is in its log.
+    wait_until(
+        lambda: (
+            "up" in devcluster.kubectl("logs", "-n", kube_namespace, "runner", check=False).stdout
+        ),
+        30,
+        "the container to set its TERM trap",
+    )
     uid = (pod(devcluster, kube_namespace, "runner") or {})["metadata"]["uid"]
     (job,) = jobs_of(slurm, uid)
     assert job["job_state"] == "RUNNING"
