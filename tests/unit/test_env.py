@@ -19,6 +19,7 @@ from virtual_kubelet.pods.env import (
     resolve_container_env,
     resolve_pod_env,
 )
+from virtual_kubelet.sdk import SECRET_ENV_ANNOTATION, secret_env_names
 
 NS = "team"
 ALLOCATABLE = {"cpu": "20", "memory": "100Gi", "ephemeral-storage": "50Gi", "hugepages-2Mi": "1Gi"}
@@ -809,7 +810,9 @@ def test_resolve_pod_env_resolves_every_container_and_leaves_input_untouched() -
         }
     ]
     assert events == []
-    assert resolved["metadata"] == original["metadata"]
+    # Only the marker of Secret-sourced names (none here) is added to the metadata.
+    annotations = {**original["metadata"]["annotations"], "virtual-kubelet.io/secret-env": "{}"}
+    assert resolved["metadata"] == {**original["metadata"], "annotations": annotations}
 
 
 def test_resolve_pod_env_deduplicates_events_across_containers() -> None:
@@ -872,3 +875,93 @@ def test_expand_command_uses_the_resolved_env() -> None:
 
 def test_expand_command_without_command_or_args() -> None:
     assert expand_command({"name": "c"}, []) == ([], [])
+
+
+# --- The marker of Secret-sourced names on the pod handed to the provider ----------------------
+
+
+def test_secret_sourced_names_are_marked_by_container_and_config_map_values_are_not() -> None:
+    app = {
+        "name": "app",
+        "envFrom": [
+            {"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+            {"secretRef": {"name": "creds"}, "prefix": "DB_"},
+        ],
+        "env": [
+            ref_var("TOKEN", secretKeyRef={"name": "api", "key": "token"}),
+            ref_var("MODE", configMapKeyRef={"name": "cfg", "key": "mode"}),
+            {"name": "PLAIN", "value": "hello"},
+            # Expands a Secret's value, so it holds the secret too.
+            {"name": "DSN", "value": "postgres://u:$(DB_password)@db"},
+            {"name": "GREETING", "value": "$(PLAIN) $(CFG_mode)"},
+        ],
+    }
+    sidecar = {
+        "name": "sidecar",
+        "env": [ref_var("K", configMapKeyRef={"name": "cfg", "key": "mode"})],
+    }
+    pod = make_pod(app, sidecar)
+    resolved, _ = resolve_pod_env(
+        pod,
+        FakeSources(
+            config_map("cfg", {"mode": "fast"}),
+            secret("creds", {"password": "hunter2", "user": "admin"}),
+            secret("api", {"token": "s3cr3t"}),
+        ),
+        NETWORK,
+        node_allocatable=ALLOCATABLE,
+    )
+    assert secret_env_names(resolved) == {
+        "app": frozenset({"DB_password", "DB_user", "TOKEN", "DSN"})
+    }
+    marker = resolved["metadata"]["annotations"][SECRET_ENV_ANNOTATION]
+    # Names only, never a value.
+    for value in ("hunter2", "admin", "s3cr3t", "fast"):
+        assert value not in marker
+    # The API object the agent read stays as it was.
+    assert SECRET_ENV_ANNOTATION not in pod["metadata"]["annotations"]
+
+
+def test_a_later_plain_source_unmarks_a_secret_name_and_a_later_secret_marks_it() -> None:
+    app = {
+        "name": "app",
+        "envFrom": [
+            {"secretRef": {"name": "creds"}},
+            {"configMapRef": {"name": "cfg"}},  # replaces "shared" with a plain value
+        ],
+        "env": [
+            {"name": "password", "value": "literal"},  # replaces the Secret's value
+            ref_var("mode", secretKeyRef={"name": "creds", "key": "user"}),
+        ],
+    }
+    resolved, _ = resolve_pod_env(
+        make_pod(app),
+        FakeSources(
+            config_map("cfg", {"shared": "x", "mode": "fast"}),
+            secret("creds", {"password": "p", "user": "u", "shared": "s"}),
+        ),
+        NETWORK,
+        node_allocatable=ALLOCATABLE,
+    )
+    assert secret_env_names(resolved) == {"app": frozenset({"user", "mode"})}
+
+
+def test_a_user_annotation_cannot_forge_or_hide_the_marker() -> None:
+    app = {"name": "app", "env": [ref_var("T", secretKeyRef={"name": "api", "key": "token"})]}
+    pod = make_pod(app)
+    pod["metadata"]["annotations"][SECRET_ENV_ANNOTATION] = "{}"
+    resolved, _ = resolve_pod_env(
+        pod, FakeSources(secret("api", {"token": "t"})), NETWORK, node_allocatable=ALLOCATABLE
+    )
+    assert secret_env_names(resolved) == {"app": frozenset({"T"})}
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [None, {}, {SECRET_ENV_ANNOTATION: "not json"}, {SECRET_ENV_ANNOTATION: '{"a": "B"}'}],
+)
+def test_no_readable_marker_means_unknown(annotations: dict[str, str] | None) -> None:
+    pod: dict[str, Any] = {"metadata": {"name": "p"}}
+    if annotations is not None:
+        pod["metadata"]["annotations"] = annotations
+    assert secret_env_names(pod) is None

@@ -4,6 +4,8 @@ Turns a container's `env` and `envFrom` (ConfigMap and Secret references, the do
 resource fields, `$(VAR)` references and service links) into the ordered list of plain
 `{"name", "value"}` pairs a provider receives. Pure logic: objects are read only through
 `EnvSources`; no I/O, no asyncio. No secret value may ever appear in an event or an error.
+The resolved pod names (never holds the values of) the env variables filled from Secrets, in the
+SDK's `SECRET_ENV_ANNOTATION`, so providers can keep them secret without reading the API again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..expansion import expand, expand_command
+from ..sdk.secret_env import SECRET_ENV_ANNOTATION, encode_secret_env
 from .config_data import ConfigKind, InvalidBase64, decoded_values, lookup
 from .downward import DownwardError, metadata_field, resource_field
 
@@ -104,7 +107,8 @@ def resolve_pod_env(
 ) -> tuple[dict[str, Any], list[EnvEvent]]:
     """A deep copy of `pod` whose containers carry their resolved `env` and no `envFrom`.
 
-    Every container of the pod sees the same snapshot of ConfigMaps, Secrets and Services.
+    The copy's `SECRET_ENV_ANNOTATION` names the variables whose values came from Secrets (it
+    replaces any such annotation the pod had, so a user cannot unmark a Secret). Every container of the pod sees the same snapshot of ConfigMaps, Secrets and Services.
     Raises EnvError on the first reference that cannot be satisfied.
     """
     resolver = _Resolver(pod, _CachedSources(sources), network, node_allocatable)
@@ -116,6 +120,12 @@ def resolve_pod_env(
                 if isinstance(container, dict):
                     container["env"] = resolver.container_env(container)
                     container.pop("envFrom", None)
+        # Only on the copy: it is handed to the provider and never written back to the API.
+        meta = resolved.setdefault("metadata", {})
+        annotations = meta.get("annotations")
+        if not isinstance(annotations, dict):
+            annotations = meta["annotations"] = {}
+        annotations[SECRET_ENV_ANNOTATION] = encode_secret_env(resolver.secret_names)
     events: list[EnvEvent] = []
     for event in resolver.events:
         if event not in events:
@@ -166,6 +176,8 @@ class _Resolver:
         self.node_allocatable = node_allocatable
         self.namespace = str(_map(pod.get("metadata")).get("namespace") or "default")
         self.events: list[EnvEvent] = []
+        #: Container name -> env names whose final value came from a Secret.
+        self.secret_names: dict[str, set[str]] = {}
         self._service_env: dict[str, str] | None = None
 
     def container_env(self, container: _Json) -> list[dict[str, str]]:
@@ -173,16 +185,29 @@ class _Resolver:
         # also the expansion scope: service links, envFrom and the env entries seen so far.
         env = dict(self.service_env())
         cname = str(container.get("name") or "")
+        # Names whose current value came from a Secret: a later source of the same name decides.
+        secret: set[str] = set()
         for source in _list(container.get("envFrom")):
             if isinstance(source, dict):
-                env.update(self._env_from(source, cname))
+                values, from_secret = self._env_from(source, cname)
+                env.update(values)
+                if from_secret:
+                    secret.update(values)
+                else:
+                    secret.difference_update(values)
         for entry in _list(container.get("env")):
             if not isinstance(entry, dict) or not entry.get("name"):
                 continue
             name = str(entry["name"])
-            value = self._env_value(entry, name, container, env)
-            if value is not None:
+            resolved = self._env_value(entry, name, container, env, secret)
+            if resolved is not None:
+                value, from_secret = resolved
                 env[name] = value
+                if from_secret:
+                    secret.add(name)
+                else:
+                    secret.discard(name)
+        self.secret_names[cname] = secret
         return [{"name": name, "value": value} for name, value in env.items()]
 
     def service_env(self) -> dict[str, str]:
@@ -210,7 +235,8 @@ class _Resolver:
     def _warn(self, reason: str, message: str) -> None:
         self.events.append(EnvEvent("Warning", reason, message))
 
-    def _env_from(self, source: _Json, cname: str) -> dict[str, str]:
+    def _env_from(self, source: _Json, cname: str) -> tuple[dict[str, str], bool]:
+        """The variables of one envFrom source, and whether they come from a Secret."""
         prefix = str(source.get("prefix") or "")
         kind: ConfigKind
         if isinstance(source.get("configMapRef"), dict):
@@ -218,7 +244,8 @@ class _Resolver:
         elif isinstance(source.get("secretRef"), dict):
             ref, kind = source["secretRef"], "Secret"
         else:
-            return {}
+            return {}, False
+        from_secret = kind == "Secret"
         name = str(ref.get("name") or "")
         obj = f"{kind} {self.namespace}/{name}"
         origin = f'envFrom of container "{cname}"'
@@ -226,7 +253,7 @@ class _Resolver:
         if data is None:
             if ref.get("optional") is True:
                 self._warn(f"Optional{kind}NotFound", f"Skipped optional {origin}: {obj} not found")
-                return {}
+                return {}, from_secret
             raise EnvError(f"Mandatory{kind}NotFound", f"{obj} not found (referenced by {origin})")
         values: dict[str, str] = {}
         invalid: list[str] = []
@@ -243,7 +270,7 @@ class _Resolver:
                 f"Keys [{', '.join(invalid)}] from the EnvFrom {label} {self.namespace}/{name}"
                 " were skipped since they are considered invalid environment variable names.",
             )
-        return values
+        return values, from_secret
 
     def _data(self, kind: ConfigKind, name: str, key: str | None = None) -> dict[str, str] | None:
         """The string values of a ConfigMap or Secret, or None when it does not exist.
@@ -265,26 +292,40 @@ class _Resolver:
         return {k: v.decode("utf-8", errors="replace") for k, v in values.items()}
 
     def _env_value(
-        self, entry: _Json, name: str, container: _Json, scope: dict[str, str]
-    ) -> str | None:
-        """The value of one `env` entry, or None when an optional reference skips it."""
+        self, entry: _Json, name: str, container: _Json, scope: dict[str, str], secret: set[str]
+    ) -> tuple[str, bool] | None:
+        """The value of one `env` entry and whether it holds (part of) a Secret's value, or None
+        when an optional reference skips it. `secret`: the names in `scope` from Secrets."""
         value = entry.get("value")
         # As in the kubelet, a non-empty literal value wins over valueFrom.
         if value:
-            return expand(str(value), scope.get)
+            used_secret = False
+
+            def lookup(var: str) -> str | None:
+                nonlocal used_secret
+                hit = scope.get(var)
+                # "url: https://u:$(PASSWORD)@host" carries the Secret's value too.
+                used_secret = used_secret or (hit is not None and var in secret)
+                return hit
+
+            expanded = expand(str(value), lookup)
+            return expanded, used_secret
         source = _map(entry.get("valueFrom"))
         if not source:
-            return ""
+            return "", False
         cname = str(container.get("name") or "")
         where = f'env var "{name}" of container "{cname}"'
+        found: str | None
         if isinstance(source.get("configMapKeyRef"), dict):
-            return self._key_ref("ConfigMap", source["configMapKeyRef"], where)
+            found = self._key_ref("ConfigMap", source["configMapKeyRef"], where)
+            return None if found is None else (found, False)
         if isinstance(source.get("secretKeyRef"), dict):
-            return self._key_ref("Secret", source["secretKeyRef"], where)
+            found = self._key_ref("Secret", source["secretKeyRef"], where)
+            return None if found is None else (found, True)
         if isinstance(source.get("fieldRef"), dict):
-            return self._field_ref(source["fieldRef"], where)
+            return self._field_ref(source["fieldRef"], where), False
         if isinstance(source.get("resourceFieldRef"), dict):
-            return self._resource_field_ref(source["resourceFieldRef"], container, where)
+            return self._resource_field_ref(source["resourceFieldRef"], container, where), False
         kinds = ", ".join(sorted(source))
         # fileKeyRef needs the volume's files, which only exist on the provider's side.
         raise EnvError("UnsupportedValueFrom", f"{where}: valueFrom {kinds} is not supported")

@@ -7,7 +7,7 @@ a change that could break a provider is announced one release ahead. Nothing els
 is promised to providers. See docs/providers.md.
 
 Layering: this package owns the provider contract (`provider.py`, `capabilities.py`, `types.py`,
-`container_logs.py`, `config.py`) and re-exports the leaf modules providers use (errors, byte
+`container_logs.py`, `config.py`, `secret_env.py`) and re-exports the leaf modules providers use (errors, byte
 streams, `$(VAR)` expansion) and a few helpers of `virtual_kubelet.kube`. It sits above `kube` and
 below `providers`; the pod, node and kubelet API layers consume the contract from here, so none
 of them depends on a concrete provider.
@@ -29,11 +29,13 @@ from .capabilities import Capabilities
 from .config import ProviderConfigError, read_mapping, validate
 from .container_logs import LogOptions, format_line, select_history
 from .provider import Provider, ProviderContext, implements
+from .secret_env import SECRET_ENV_ANNOTATION, secret_env_names
 from .types import SPEC_HASH_ANNOTATION, Node, NodeCallback, Pod, PodCallback, PodStatus
 
 # Grouped by topic in docs/providers.md ("The SDK"); kept sorted here.
 __all__ = [
     "AGENT_VERSION",
+    "SECRET_ENV_ANNOTATION",
     "SPEC_HASH_ANNOTATION",
     "Capabilities",
     "ContainerIO",
@@ -68,6 +70,7 @@ __all__ = [
     "parse_time",
     "read_mapping",
     "rfc3339",
+    "secret_env_names",
     "select_history",
     "uid_of",
     "validate",
