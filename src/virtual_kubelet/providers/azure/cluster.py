@@ -1,6 +1,7 @@
 """What the provider reads from and writes to the cluster itself: the Secrets behind a pod's
-imagePullSecrets, which env names a pod takes from Secrets (their values go to ACI as
-`secureValue`), azureFile storage keys, and pod Events (ACI's container events, ARM throttling).
+imagePullSecrets, azureFile storage keys, and pod Events (ACI's container events, ARM
+throttling). Which env names came from Secrets is not read here: the agent names them on the pod
+it hands over (`secret_env_names`).
 
 Secret values only ever go into the container group request: never into a log, an Event or an
 error message."""
@@ -125,36 +126,6 @@ class Cluster:
                 account = key = ""
             found[str(volume["name"])] = (account, key)
         return found
-
-    async def secure_env(self, pod: Pod) -> dict[str, set[str]] | None:
-        """Container name -> env names whose values come from Secrets, read from the pod as the
-        API server has it (the pod given to the provider has plain values only). None when that
-        cannot be told: then every value is sent as secure."""
-        client = self.client()
-        meta = pod["metadata"]
-        if client is None:
-            return None
-        try:
-            stored = await client.get(path("v1", "pods", meta["namespace"], meta["name"]))
-        except ApiError:
-            return None
-        result: dict[str, set[str]] = {}
-        for kind in ("initContainers", "containers"):
-            for container in (stored.get("spec") or {}).get(kind) or []:
-                names = result.setdefault(str(container["name"]), set())
-                for entry in container.get("env") or []:
-                    if (entry.get("valueFrom") or {}).get("secretKeyRef"):
-                        names.add(str(entry["name"]))
-                for source in container.get("envFrom") or []:
-                    ref = source.get("secretRef")
-                    if not ref:
-                        continue
-                    secret = await self._secret(meta["namespace"], str(ref.get("name")))
-                    if secret is None:
-                        return None
-                    prefix = str(source.get("prefix") or "")
-                    names.update(prefix + k for k in (secret.get("data") or {}))
-        return result
 
     # --- Events -----------------------------------------------------------------------------
 

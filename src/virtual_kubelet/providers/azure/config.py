@@ -87,7 +87,7 @@ class AzureConfig(BaseModel):
     cluster_name: str | None = None
     #: A subnet (ARM id) delegated to Microsoft.ContainerInstance: groups get private IPs there.
     subnet_id: str | None = None
-    #: The cluster to read pods' Secrets (imagePullSecrets, Secret-sourced env names) from and
+    #: The cluster to read pods' Secrets (imagePullSecrets, azureFile keys) from and
     #: write Events to (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     kubeconfig: str | None = None
     #: Seconds between two status reads (one list of the resource group for every pod).

@@ -38,6 +38,7 @@ from ...sdk import (
     deep_copy,
     key_of,
     read_mapping,
+    secret_env_names,
     uid_of,
     validate,
 )
@@ -346,7 +347,8 @@ class AzureProvider(Provider):
                 ):
                     name = naming.group_name(meta["namespace"], meta["name"], hashed=True)
             inputs = Inputs(
-                secure_env=await self.cluster.secure_env(pod),
+                # Named by the agent when it resolved the env; None (no marker): all secure.
+                secure_env=secret_env_names(pod),
                 volume_files=self._volume_files(pod),
                 registry_auth=await self.cluster.registry_auth(pod),
                 azure_file_keys=await self.cluster.azure_file_keys(pod),

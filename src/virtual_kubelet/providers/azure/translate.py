@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ class Inputs:
     """What the provider read for one pod before translating it."""
 
     #: Env names whose values came from Secrets, by container name (None: all are secure).
-    secure_env: Mapping[str, set[str]] | None = None
+    secure_env: Mapping[str, Set[str]] | None = None
     #: File name -> content of each secret-like volume (secret, configMap, projected, downwardAPI).
     volume_files: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
     #: Registry host -> (username, password), from the pod's imagePullSecrets.
@@ -118,7 +118,7 @@ def _command(container: dict[str, Any], where: str) -> list[str] | None:
     return [*command, *args] or None
 
 
-def _env(container: dict[str, Any], secure: set[str] | None) -> list[m.EnvironmentVariable]:
+def _env(container: dict[str, Any], secure: Set[str] | None) -> list[m.EnvironmentVariable]:
     result = []
     for entry in container.get("env") or []:
         name, value = str(entry["name"]), str(entry.get("value") or "")
@@ -241,7 +241,8 @@ def container_group(
                 command=_command(container, where),
                 ports=ports or None,
                 environment_variables=_env(
-                    container, None if secure is None else secure.get(container["name"], set())
+                    container,
+                    None if secure is None else secure.get(container["name"], frozenset()),
                 ),
                 resources=_resources(pod, container, where),
                 volume_mounts=_mounts(container),
@@ -254,7 +255,9 @@ def container_group(
             name=str(c["name"]),
             image=str(c["image"]),
             command=_command(c, f"init container {c['name']}"),
-            environment_variables=_env(c, None if secure is None else secure.get(c["name"], set())),
+            environment_variables=_env(
+                c, None if secure is None else secure.get(c["name"], frozenset())
+            ),
             volume_mounts=_mounts(c),
         )
         for c in spec.get("initContainers") or []
