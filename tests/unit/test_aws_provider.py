@@ -14,6 +14,7 @@ from virtual_kubelet.providers.aws.sizing import SIZES, round_up
 from virtual_kubelet.providers.aws.status import pod_status
 from virtual_kubelet.providers.aws.taskdef import family, plan, started_by
 from virtual_kubelet.sdk import InvalidInput, ProviderConfigError, read_mapping, validate
+from virtual_kubelet.sdk.secret_env import SECRET_ENV_ANNOTATION, encode_secret_env
 
 ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/app/token"
 
@@ -126,6 +127,41 @@ def test_a_secret_referenced_by_arn_is_not_expanded_into_the_command() -> None:
     )
     planned = plan(pod, _config(secret_env={"TOKEN": ARN}), "n", "eu-west-1")
     assert planned.register["containerDefinitions"][0]["entryPoint"] == ["echo", "$(TOKEN)"]
+
+
+def test_a_secret_sourced_var_without_an_arn_is_refused_naming_it_never_its_value() -> None:
+    pod = _pod(
+        env=[
+            {"name": "MODE", "value": "fast"},
+            {"name": "TOKEN", "value": "s3cret-value"},
+            {"name": "DB_PASSWORD", "value": "hunter2"},
+        ]
+    )
+    # What the agent marks when TOKEN and DB_PASSWORD came from Secrets.
+    pod["metadata"]["annotations"][SECRET_ENV_ANNOTATION] = encode_secret_env(
+        {"c": ["TOKEN", "DB_PASSWORD"]}
+    )
+    with pytest.raises(InvalidInput) as refused:
+        plan(pod, _config(secret_env={"TOKEN": ARN}), "n", "eu-west-1")
+    message = str(refused.value)
+    assert 'container "c": env DB_PASSWORD take their values from Kubernetes Secrets' in message
+    assert "secret_env_mode: plain" in message
+    assert "TOKEN" not in message
+    assert "MODE" not in message
+    assert "hunter2" not in message
+    assert "s3cret-value" not in message
+    # Mapped: the ARN goes, never the value.
+    mapped = plan(
+        pod, _config(secret_env={"TOKEN": ARN, "DB_PASSWORD": ARN}), "n", "eu-west-1"
+    ).register
+    (container,) = mapped["containerDefinitions"]
+    assert container["environment"] == [{"name": "MODE", "value": "fast"}]
+    assert "hunter2" not in str(mapped)
+    # The operator's explicit choice: plain env.
+    plain = plan(pod, _config(secret_env_mode="plain"), "n", "eu-west-1").register
+    assert {"name": "DB_PASSWORD", "value": "hunter2"} in plain["containerDefinitions"][0][
+        "environment"
+    ]
 
 
 def test_bad_config_and_annotations_are_refused_clearly(tmp_path: Path) -> None:

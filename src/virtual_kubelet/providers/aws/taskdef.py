@@ -6,7 +6,8 @@ directory, emptyDir volumes as task-scoped bind mounts. Init containers run firs
 other (`dependsOn` SUCCESS), and are not essential; every app container is essential, so the
 task stops when one of them exits, as ECS defines it. Env vars named as secrets go as ECS
 `secrets` (only the ARN is sent; ECS resolves it when the task starts) unless `secret_env_mode`
-is "plain".
+is "plain". In "references" mode an env var the agent filled from a Kubernetes Secret
+(`secret_env_names`) that has no ARN is refused, never sent as plain text.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
-from ...sdk import InvalidInput, Pod, QuantityError, expand_command, parse_quantity, uid_of
+from ...sdk import (
+    InvalidInput,
+    Pod,
+    QuantityError,
+    expand_command,
+    parse_quantity,
+    secret_env_names,
+    uid_of,
+)
 from .config import (
     SECRETS_ANNOTATION,
     TASK_ROLE_ANNOTATION,
@@ -170,6 +180,7 @@ def _container(
     container: dict[str, Any],
     config: AwsConfig,
     arns: dict[str, str],
+    from_secrets: Set[str],
     skipped_volumes: set[str],
     essential: bool,
     stop_timeout: int,
@@ -178,6 +189,8 @@ def _container(
     name = container["name"]
     env: list[dict[str, str]] = container.get("env") or []
     as_reference = config.secret_env_mode == "references"
+    if as_reference:
+        _refuse_unmapped_secrets(name, env, arns, from_secrets)
     plain = [e for e in env if not (as_reference and e["name"] in arns)]
     # A referenced secret's value must not reach the task definition through $(VAR) either.
     command, args = expand_command(container, plain)
@@ -243,6 +256,21 @@ def _container(
     return definition
 
 
+def _refuse_unmapped_secrets(
+    container: str, env: list[dict[str, str]], arns: dict[str, str], from_secrets: Set[str]
+) -> None:
+    """A Secret's value has no place in a task definition (anyone allowed to describe it reads
+    it): a Secret-sourced var needs an ARN, or the operator's explicit `secret_env_mode: plain`."""
+    unmapped = [e["name"] for e in env if e["name"] in from_secrets and e["name"] not in arns]
+    if unmapped:
+        raise InvalidInput(
+            f'container "{container}": env {", ".join(unmapped)} take their values from '
+            f"Kubernetes Secrets but have no Secrets Manager or SSM ARN; name one for each in the "
+            f"{SECRETS_ANNOTATION} annotation or the secret_env setting, or set secret_env_mode: "
+            "plain to send Secret values as plain env (see docs/providers/aws.md)"
+        )
+
+
 def _tags(pairs: dict[str, str]) -> list[dict[str, str]]:
     return [{"key": k, "value": v} for k, v in pairs.items()]
 
@@ -254,6 +282,8 @@ def plan(pod: Pod, config: AwsConfig, node_name: str, region: str) -> TaskPlan:
     spec = pod["spec"]
     size = task_size(pod)
     arns = secret_arns(pod, config)
+    # No marker (a pod that did not come through the agent): only the names mapped to ARNs.
+    marked = secret_env_names(pod) or {}
     volumes, skipped = _volumes(pod)
     grace = int(spec.get("terminationGracePeriodSeconds", 30))
     stop_timeout = max(2, min(grace, config.max_stop_timeout_seconds))
@@ -261,13 +291,31 @@ def plan(pod: Pod, config: AwsConfig, node_name: str, region: str) -> TaskPlan:
     containers: list[dict[str, Any]] = []
     previous: str | None = None
     for init in inits:
-        definition = _container(init, config, arns, skipped, False, stop_timeout, region)
+        definition = _container(
+            init,
+            config,
+            arns,
+            marked.get(init["name"], frozenset()),
+            skipped,
+            False,
+            stop_timeout,
+            region,
+        )
         if previous is not None:
             definition["dependsOn"] = [{"containerName": previous, "condition": "SUCCESS"}]
         containers.append(definition)
         previous = init["name"]
     for app in spec.get("containers") or []:
-        definition = _container(app, config, arns, skipped, True, stop_timeout, region)
+        definition = _container(
+            app,
+            config,
+            arns,
+            marked.get(app["name"], frozenset()),
+            skipped,
+            True,
+            stop_timeout,
+            region,
+        )
         if previous is not None:
             definition["dependsOn"] = [{"containerName": previous, "condition": "SUCCESS"}]
         containers.append(definition)
