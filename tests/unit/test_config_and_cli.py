@@ -12,7 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from virtual_kubelet.agent import AgentSettings
-from virtual_kubelet.cli import _duration, _duration_text, main
+from virtual_kubelet.cli import main
+from virtual_kubelet.cli.settings import duration, duration_text
 from virtual_kubelet.kube import config
 from virtual_kubelet.kube.credentials import Credentials
 from virtual_kubelet.kube.quantity import QuantityError, format_quantity, parse_quantity
@@ -101,18 +102,18 @@ def test_mock_config_formats_and_errors(tmp_path: Path) -> None:
     [("0", 0), ("90", 90), ("90s", 90), ("5m", 300), ("1h", 3600), ("1m30s", 90), ("250ms", 0.25)],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert _duration(text, "--x") == seconds
+    assert duration(text, "--x") == seconds
 
 
 @pytest.mark.parametrize("text", ["soon", "5x", "m", "1m5"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(click.BadParameter):
-        _duration(text, "--x")
+        duration(text, "--x")
 
 
 @pytest.mark.parametrize("seconds", [0, 0.25, 30, 60, 90, 3600, 4 * 3600])
 def test_defaults_are_shown_as_durations_the_option_reads_back(seconds: float) -> None:
-    assert _duration(_duration_text(seconds), "--x") == seconds
+    assert duration(duration_text(seconds), "--x") == seconds
 
 
 def test_option_defaults_are_the_settings_defaults() -> None:
@@ -134,7 +135,7 @@ def test_option_defaults_are_the_settings_defaults() -> None:
         "stream_creation_timeout": api.stream_creation_timeout,
     }
     for name, seconds in durations.items():
-        assert _duration(str(defaults[name]), name) == seconds, name
+        assert duration(str(defaults[name]), name) == seconds, name
 
     shown = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
     assert f"Pods handled concurrently. [default: {agent.pods.sync_workers};" in shown

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from virtual_kubelet.cli import _duration, main
+from virtual_kubelet.cli import main
+from virtual_kubelet.cli.settings import duration
 from virtual_kubelet.node.leader import ElectionSettings, default_identity, lease_name
 
 
@@ -20,9 +21,9 @@ def test_flag_defaults_are_the_settings_defaults() -> None:
     settings = ElectionSettings(node_name="n")
     defaults = {param.name: param.default for param in main.params}
     assert defaults["leader_elect_namespace"] == settings.namespace
-    assert _duration(str(defaults["leader_elect_lease_duration"]), "") == settings.lease_duration
-    assert _duration(str(defaults["leader_elect_renew_deadline"]), "") == settings.renew_deadline
-    assert _duration(str(defaults["leader_elect_retry_period"]), "") == settings.retry_period
+    assert duration(str(defaults["leader_elect_lease_duration"]), "") == settings.lease_duration
+    assert duration(str(defaults["leader_elect_renew_deadline"]), "") == settings.renew_deadline
+    assert duration(str(defaults["leader_elect_retry_period"]), "") == settings.retry_period
 
 
 @pytest.mark.parametrize(
