@@ -21,7 +21,14 @@ from virtual_kubelet.providers.aws import AwsProvider
 from virtual_kubelet.sdk import InvalidInput, LogOptions, Pod, ProviderContext
 
 from .aws_backend import CLUSTER, LOG_GROUP, SECRET_KEY, AwsStandIn, aws
-from .conftest import TOLERATION, AgentFactory, create, events_for, pod
+from .conftest import (
+    TOLERATION,
+    AgentFactory,
+    assert_secrets_not_shown,
+    create,
+    events_for,
+    pod,
+)
 
 __all__ = ["aws"]  # the fixture, imported for pytest
 
@@ -569,6 +576,38 @@ def test_a_deployment_runs_on_fargate_logs_from_cloudwatch_survives_a_restart_an
     assert len(aws.tasks_of(kube_namespace, name)) == 1
     assert (pod(devcluster, kube_namespace, name) or {})["status"]["phase"] == "Running"
 
+    # The same Secret without an ARN: refused by name, never sent as plain env to ECS.
+    registered = aws.faults.calls["RegisterTaskDefinition"]
+    create(
+        devcluster,
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "unmapped"},
+            "spec": {
+                "nodeName": agent.node_name,
+                "tolerations": [TOLERATION],
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "busybox",
+                        "envFrom": [{"secretRef": {"name": "db"}, "prefix": "DB_"}],
+                    }
+                ],
+            },
+        },
+    )
+
+    def refused() -> dict[str, Any] | None:
+        found = pod(devcluster, kube_namespace, "unmapped") or {}
+        return found if found.get("status", {}).get("phase") == "Failed" else None
+
+    message = wait_until(refused, 60, "the unmapped pod to be refused")["status"]["message"]
+    assert 'container "app": env DB_password take their values from Kubernetes Secrets' in message
+    assert "secret_env_mode: plain" in message
+    assert aws.faults.calls["RegisterTaskDefinition"] == registered
+
     devcluster.kubectl("delete", "-n", kube_namespace, "deployment/hello", "--wait=false")
     wait_until(
         lambda: aws.tasks_of(kube_namespace, name)[0]["lastStatus"] == "STOPPED",
@@ -580,9 +619,7 @@ def test_a_deployment_runs_on_fargate_logs_from_cloudwatch_survives_a_restart_an
     wait_until(
         lambda: pod(devcluster, kube_namespace, name) is None, 60, "the pod to leave the API"
     )
-    shown = agent.log() + json.dumps(events_for(devcluster, kube_namespace, name))
-    assert SECRET_VALUE not in shown
-    assert SECRET_KEY not in shown
+    assert_secrets_not_shown(agent, devcluster, kube_namespace, SECRET_VALUE, SECRET_KEY)
 
 
 def test_exit_code_and_stop_reason_reach_the_pod(
