@@ -78,7 +78,8 @@ class AwsConfig(BaseModel):
     create_log_group: bool = True
     #: How env vars named in the `aws.virtual-kubelet.io/secrets` annotation or `secret_env`
     #: reach the task: "references" sends only the ARN (ECS resolves it at start, the value never
-    #: enters the task definition); "plain" sends the value as ordinary env.
+    #: enters the task definition), and refuses a pod with a Secret-sourced var that has no ARN;
+    #: "plain" sends the values as ordinary env.
     secret_env_mode: Literal["references", "plain"] = "references"
     #: env var name -> ARN for every pod (a pod's annotation adds to and overrides it).
     secret_env: dict[str, str] = Field(default_factory=dict)
