@@ -6,8 +6,9 @@ with DevCluster(tmpdir) as cluster:
 
 from .access import kubectl_path
 from .build import Binaries, ensure_binaries
-from .cluster import DevCluster, DevClusterConfig
+from .cluster import DevCluster
 from .components import COMPONENTS
+from .config import DevClusterConfig
 from .errors import AlreadyRunningError, BuildError, DevClusterError, StartError
 from .versions import VersionError, Versions
 from .waiting import WaitTimeout, wait_until

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import click
 
 from .build import ensure_binaries
-from .cluster import DevCluster, DevClusterConfig
+from .cluster import DevCluster
+from .config import DevClusterConfig
 from .errors import AlreadyRunningError, DevClusterError
 from .gotoolchain import GO_VERSION, MIN_GO, find_go
 from .gotoolchain import install_go as fetch_go

@@ -1,5 +1,5 @@
 """The control plane's components: their names, ports, and the command line each one runs with.
-Pure functions of the cluster's paths, ports and certificates; `cluster.py` starts them."""
+Pure functions of the cluster's paths, ports and certificates; `startup.py` starts them."""
 
 from __future__ import annotations
 

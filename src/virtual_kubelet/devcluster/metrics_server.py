@@ -1,6 +1,6 @@
 """metrics-server in the dev cluster: the API objects that make `kubectl top` reach it.
 
-metrics-server runs as a host process beside the control plane (`cluster.py` starts it), so what
+metrics-server runs as a host process beside the control plane (`startup.py` starts it), so what
 upstream's manifest does with a Deployment and a ServiceAccount is done here with a client
 certificate (user `metrics-server`) and these objects: upstream's RBAC, bound to that user; a
 Service; and the APIService `v1beta1.metrics.k8s.io` that the API server's aggregation layer

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .cluster import DevCluster, DevClusterConfig
+from .cluster import DevCluster
+from .config import DevClusterConfig
 from .errors import DevClusterError
 
 #: Test clusters notice a silent node within seconds, so node-lifecycle tests stay short.
