@@ -7,7 +7,7 @@ a change that could break a provider is announced one release ahead. Nothing els
 is promised to providers. See docs/providers.md.
 
 Layering: this package owns the provider contract (`provider.py`, `capabilities.py`, `types.py`,
-`container_logs.py`, `config.py`, `secret_env.py`) and re-exports the leaf modules providers use (errors, byte
+`container_logs.py`, `config.py`, `secret_env.py`, `pod_records.py`) and re-exports the leaf modules providers use (errors, byte
 streams, `$(VAR)` expansion) and a few helpers of `virtual_kubelet.kube`. It sits above `kube` and
 below `providers`; the pod, node and kubelet API layers consume the contract from here, so none
 of them depends on a concrete provider.
@@ -28,6 +28,7 @@ from ..streams import ContainerIO, DuplexStream, InputStream, OutputStream, Term
 from .capabilities import Capabilities
 from .config import ProviderConfigError, read_mapping, validate
 from .container_logs import LogOptions, format_line, select_history
+from .pod_records import PodRecord, PodRecords, poll_loop
 from .provider import Provider, ProviderContext, implements
 from .secret_env import SECRET_ENV_ANNOTATION, secret_env_names
 from .types import SPEC_HASH_ANNOTATION, Node, NodeCallback, Pod, PodCallback, PodStatus
@@ -51,6 +52,8 @@ __all__ = [
     "Packer",
     "Pod",
     "PodCallback",
+    "PodRecord",
+    "PodRecords",
     "PodStatus",
     "Provider",
     "ProviderConfigError",
@@ -68,6 +71,7 @@ __all__ = [
     "micro_time",
     "parse_quantity",
     "parse_time",
+    "poll_loop",
     "read_mapping",
     "rfc3339",
     "secret_env_names",

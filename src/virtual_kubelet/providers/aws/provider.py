@@ -10,7 +10,6 @@ ListTasks on the node's `startedBy` and their tags name the pods, so nothing is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -27,12 +26,14 @@ from ...sdk import (
     NotFound,
     Pod,
     PodCallback,
+    PodRecords,
     PodStatus,
     Provider,
     ProviderConfigError,
     ProviderContext,
     deep_copy,
     key_of,
+    poll_loop,
     read_mapping,
     uid_of,
     validate,
@@ -61,6 +62,14 @@ class Record:
     #: ECS answered MISSING for it (stopped tasks are forgotten by ECS after about an hour).
     missing: bool = False
     deleting: bool = False
+
+
+def _fingerprint(pod: Pod) -> str:
+    """What a status change is reported for: all but the conditions' times and messages."""
+    status = pod["status"]
+    return json.dumps(
+        {k: v for k, v in status.items() if k != "conditions"}, sort_keys=True
+    ) + json.dumps([(c["type"], c["status"]) for c in status.get("conditions", [])])
 
 
 def _without_env_values(pod: Pod) -> Pod:
@@ -145,10 +154,9 @@ class AwsProvider(Provider):
             )
         self.config = validate(AwsConfig, read_mapping(path), path)
         self.clients: AwsClients | None = None
-        self.records: dict[str, Record] = {}  # by namespace/name
+        self.records: PodRecords[Record] = PodRecords(self._with_status)  # by namespace/name
         self.health = Health()
         self.notify: PodCallback | None = None
-        self.reported: dict[str, str] = {}
         self.poll_now = asyncio.Event()
         self.poller: asyncio.Task[None] | None = None
 
@@ -164,7 +172,16 @@ class AwsProvider(Provider):
         if self.config.create_log_group:
             await self._ensure_log_group()
         await self._adopt()
-        self.poller = asyncio.create_task(self._poll_forever(), name="aws-poll")
+        self.poller = asyncio.create_task(
+            poll_loop(
+                self.poll_now,
+                self.config.poll_seconds,
+                self.poll,  # which reports what changed itself
+                # Never let the loop die: the next round tries again.
+                on_error=lambda _: log.exception("ECS status poll failed"),
+            ),
+            name="aws-poll",
+        )
 
     async def stop(self) -> None:
         if self.poller is not None:
@@ -296,16 +313,6 @@ class AwsProvider(Provider):
                 record.task, record.missing = task, False
         self._report_changes()
 
-    async def _poll_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
-            self.poll_now.clear()
-            try:
-                await self.poll()
-            except Exception:  # never let the loop die: the next round tries again
-                log.exception("ECS status poll failed")
-
     def _with_status(self, record: Record) -> Pod:
         pod: Pod = deep_copy(record.pod)
         if record.task is None and not record.missing:
@@ -317,19 +324,7 @@ class AwsProvider(Provider):
         return pod
 
     def _report_changes(self) -> None:
-        if self.notify is None:
-            return
-        for key, record in list(self.records.items()):
-            if record.deleting:
-                continue
-            pod = self._with_status(record)
-            status = pod["status"]
-            shown = json.dumps(
-                {k: v for k, v in status.items() if k != "conditions"}, sort_keys=True
-            ) + json.dumps([(c["type"], c["status"]) for c in status.get("conditions", [])])
-            if self.reported.get(key) != shown:
-                self.reported[key] = shown
-                self.notify(pod)
+        self.records.report_changes(self.notify, _fingerprint)
 
     # --- pods -------------------------------------------------------------------------------
 
@@ -420,19 +415,16 @@ class AwsProvider(Provider):
                 )
             except AwsCallFailed as exc:
                 log.warning("could not deregister %s: %s", record.task_definition_arn, exc)
-        self.records.pop(key, None)
-        self.reported.pop(key, None)
+        self.records.forget(key)
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
-        record = self.records.get(f"{namespace}/{name}")
-        return None if record is None else self._with_status(record)
+        return self.records.get_pod(namespace, name)
 
     async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
-        pod = await self.get_pod(namespace, name)
-        return None if pod is None else pod["status"]
+        return self.records.get_pod_status(namespace, name)
 
     async def list_pods(self) -> list[Pod]:
-        return [self._with_status(r) for r in self.records.values()]
+        return self.records.list_pods()
 
     # --- node -------------------------------------------------------------------------------
 
@@ -477,16 +469,7 @@ class AwsProvider(Provider):
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
         key = f"{namespace}/{pod}"
-        record = self.records.get(key)
-        if record is None:
-            raise NotFound(f"pod {key}")
-        names = [
-            c["name"]
-            for kind in ("initContainers", "containers")
-            for c in record.pod["spec"].get(kind) or []
-        ]
-        if container not in names:
-            raise NotFound(f"container {container} in pod {key}")
+        record = self.records.container_record(namespace, pod, container)
         task_arn = record.task_arn
 
         def running() -> bool:

@@ -6,7 +6,6 @@ of creating them again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl as ssl_module
 from collections.abc import AsyncIterator
@@ -31,12 +30,14 @@ from ...sdk import (
     NotFound,
     Pod,
     PodCallback,
+    PodRecords,
     PodStatus,
     Provider,
     ProviderConfigError,
     ProviderContext,
     deep_copy,
     key_of,
+    poll_loop,
     read_mapping,
     secret_env_names,
     uid_of,
@@ -68,6 +69,14 @@ class Record:
     deleting: bool = False
     #: Instance-view events already turned into pod Events: (container, name, first time, message).
     events_seen: set[tuple[str, str, str, str]] = field(default_factory=set)
+
+
+def _fingerprint(pod: Pod) -> bytes:
+    """What a status change is reported for: all but the conditions' times and messages."""
+    status = pod["status"]
+    return orjson.dumps(
+        {k: v for k, v in status.items() if k != "conditions"}, option=orjson.OPT_SORT_KEYS
+    ) + orjson.dumps([(c["type"], c["status"]) for c in status["conditions"]])
 
 
 def _without_env_values(pod: Pod) -> Pod:
@@ -123,9 +132,8 @@ class AzureProvider(Provider):
         self.cluster = Cluster(self.config.kubeconfig)
         self.credential: Any = None
         self.client: Any = None
-        self.records: dict[str, Record] = {}
+        self.records: PodRecords[Record] = PodRecords(self._with_status)  # by namespace/name
         self.notify: PodCallback | None = None
-        self.reported: dict[str, bytes] = {}
         self.poll_error: str | None = None
         self.poll_now = asyncio.Event()
         self.poller: asyncio.Task[None] | None = None
@@ -141,7 +149,16 @@ class AzureProvider(Provider):
         self.credential = arm.make_credential(self.config)
         self.client = arm.make_client(self.config, self.credential, self._attempt_failed)
         await self._adopt()
-        self.poller = asyncio.create_task(self._poll_forever(), name="aci-poll")
+        self.poller = asyncio.create_task(
+            poll_loop(
+                self.poll_now,
+                self.config.poll_seconds,
+                self.poll,
+                self._report_changes,
+                on_error=lambda _: log.exception("ACI poll failed"),
+            ),
+            name="aci-poll",
+        )
 
     async def stop(self) -> None:
         tasks = [t for t in (self.poller, *self.creations) if t is not None]
@@ -259,32 +276,8 @@ class AzureProvider(Provider):
                     f"container {container.name}: {event.message or event.name}",
                 )
 
-    async def _poll_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
-            self.poll_now.clear()
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("ACI poll failed")
-                continue
-            self._report_changes()
-
     def _report_changes(self) -> None:
-        if self.notify is None:
-            return
-        for key, record in list(self.records.items()):
-            if record.deleting:
-                continue
-            pod = self._with_status(record)
-            shown = orjson.dumps(
-                {k: v for k, v in pod["status"].items() if k != "conditions"},
-                option=orjson.OPT_SORT_KEYS,
-            ) + orjson.dumps([(c["type"], c["status"]) for c in pod["status"]["conditions"]])
-            if self.reported.get(key) != shown:
-                self.reported[key] = shown
-                self.notify(pod)
+        self.records.report_changes(self.notify, _fingerprint)
 
     def _with_status(self, record: Record) -> Pod:
         pod: Pod = deep_copy(record.pod)
@@ -423,19 +416,16 @@ class AzureProvider(Provider):
             raise RuntimeError(_arm_message(exc)) from None
         finally:
             arm.current_pod.reset(token)
-        self.records.pop(key, None)
-        self.reported.pop(key, None)
+        self.records.forget(key)
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
-        record = self.records.get(f"{namespace}/{name}")
-        return None if record is None else self._with_status(record)
+        return self.records.get_pod(namespace, name)
 
     async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
-        pod = await self.get_pod(namespace, name)
-        return None if pod is None else pod["status"]
+        return self.records.get_pod_status(namespace, name)
 
     async def list_pods(self) -> list[Pod]:
-        return [self._with_status(r) for r in self.records.values() if not r.deleting]
+        return self.records.list_pods(deleting=False)
 
     # --- node -------------------------------------------------------------------------------
 
@@ -467,19 +457,6 @@ class AzureProvider(Provider):
 
     # --- kubelet API ------------------------------------------------------------------------
 
-    def _record_for(self, namespace: str, pod: str, container: str) -> Record:
-        record = self.records.get(f"{namespace}/{pod}")
-        if record is None:
-            raise NotFound(f"pod {namespace}/{pod}")
-        names = [
-            c["name"]
-            for kind in ("initContainers", "containers")
-            for c in record.pod["spec"].get(kind) or []
-        ]
-        if container not in names:
-            raise NotFound(f"container {container} in pod {namespace}/{pod}")
-        return record
-
     def _running(self, record: Record, container: str) -> bool:
         key = key_of(record.pod)
         if self.records.get(key) is not record or record.group is None:
@@ -495,7 +472,7 @@ class AzureProvider(Provider):
     async def get_container_logs(
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
-        record = self._record_for(namespace, pod, container)
+        record = self.records.container_record(namespace, pod, container)
         if options.previous:
             raise InvalidInput("ACI keeps only the current run's log: --previous is not available")
 
@@ -520,7 +497,7 @@ class AzureProvider(Provider):
     async def run_in_container(
         self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
     ) -> int:
-        record = self._record_for(namespace, pod, container)
+        record = self.records.container_record(namespace, pod, container)
         line = exec_ws.command_line(command)
         rows, cols = await exec_ws.first_size(io)
         try:

@@ -23,12 +23,14 @@ from ...sdk import (
     NotFound,
     Pod,
     PodCallback,
+    PodRecords,
     PodStatus,
     Provider,
     ProviderConfigError,
     ProviderContext,
     deep_copy,
     key_of,
+    poll_loop,
     read_mapping,
     rfc3339,
     uid_of,
@@ -70,6 +72,14 @@ class Record:
     lost_at: str | None = None
 
 
+def _fingerprint(pod: Pod) -> str:
+    """What a status change is reported for: the phase and each container's state."""
+    status = pod["status"]
+    return json.dumps(
+        [status["phase"], [c["state"] for c in status["containerStatuses"]]], sort_keys=True
+    )
+
+
 def _kept(pod: Pod) -> Pod:
     """The pod as kept on disk and in memory: env values may come from Secrets, so only names."""
     kept: Pod = deep_copy(pod)
@@ -101,7 +111,7 @@ class AzureBatchProvider(Provider):
         self.job_id = tasks.job_id(self.config, context.node_name)
         self.root = context.state_dir / "azurebatch" / self.job_id
         self._client: BatchClient | None = None
-        self.records: dict[str, Record] = {}  # by namespace/name
+        self.records: PodRecords[Record] = PodRecords(self._with_status)  # by namespace/name
         self.tasks: dict[str, models.BatchTask] = {}  # by task id, as of the last poll
         self.polled_once = False
         self.tasks_as_of = 0.0  # when the last successful poll began (monotonic)
@@ -110,7 +120,6 @@ class AzureBatchProvider(Provider):
         self.job_ready = False
         self.use_containers: bool | None = None
         self.notify: PodCallback | None = None
-        self.reported: dict[str, str] = {}
         self.poll_now = asyncio.Event()
         #: Pods are created concurrently: one of them reads the pool and adds the job.
         self.setup_lock = asyncio.Lock()
@@ -138,7 +147,10 @@ class AzureBatchProvider(Provider):
                 continue
             self.records[key_of(pod)] = Record(pod=pod, task_ids=tasks.task_ids(pod))
         await self.poll()
-        self.poller = asyncio.create_task(self._poll_forever(), name="azurebatch-poll")
+        self.poller = asyncio.create_task(
+            poll_loop(self.poll_now, self.config.poll_seconds, self.poll, self._report_changes),
+            name="azurebatch-poll",
+        )
 
     async def stop(self) -> None:
         if self.poller is not None:
@@ -245,30 +257,9 @@ class AzureBatchProvider(Provider):
         self.poll_error = None
         self.auth_error = None
 
-    async def _poll_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
-            self.poll_now.clear()
-            await self.poll()
-            if self.poll_error is None:
-                self._report_changes()
-
     def _report_changes(self) -> None:
-        if self.notify is None:
-            return
-        for key, record in list(self.records.items()):
-            if record.deleting:
-                continue
-            pod = self._with_status(record)
-            status = pod["status"]
-            shown = json.dumps(
-                [status["phase"], [c["state"] for c in status["containerStatuses"]]],
-                sort_keys=True,
-            )
-            if self.reported.get(key) != shown:
-                self.reported[key] = shown
-                self.notify(pod)
+        if self.poll_error is None:  # a failed poll knows nothing new
+            self.records.report_changes(self.notify, _fingerprint)
 
     def _with_status(self, record: Record) -> Pod:
         pod: Pod = deep_copy(record.pod)
@@ -362,20 +353,17 @@ class AzureBatchProvider(Provider):
             record.deleting = False
             raise self._failed(exc, f"deleting the tasks of {key}") from None
         log.info("pod %s: its Batch tasks are terminated and deleted", key)
-        self.records.pop(key, None)
-        self.reported.pop(key, None)
+        self.records.forget(key)
         (self.root / f"{uid_of(pod)}.json").unlink(missing_ok=True)
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
-        record = self.records.get(f"{namespace}/{name}")
-        return None if record is None else self._with_status(record)
+        return self.records.get_pod(namespace, name)
 
     async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
-        pod = await self.get_pod(namespace, name)
-        return None if pod is None else pod["status"]
+        return self.records.get_pod_status(namespace, name)
 
     async def list_pods(self) -> list[Pod]:
-        return [self._with_status(r) for r in self.records.values()]
+        return self.records.list_pods()
 
     # --- node -------------------------------------------------------------------------------
 
@@ -404,12 +392,9 @@ class AzureBatchProvider(Provider):
     # --- kubelet API ------------------------------------------------------------------------
 
     def _task_for(self, namespace: str, pod: str, container: str) -> str:
-        record = self.records.get(f"{namespace}/{pod}")
-        if record is None:
-            raise NotFound(f"pod {namespace}/{pod}")
-        names = [c["name"] for c in record.pod["spec"].get("containers") or []]
-        if container not in names:
-            raise NotFound(f"container {container} in pod {namespace}/{pod}")
+        # One task per container: a Batch task has no init containers.
+        record = self.records.container_record(namespace, pod, container, init_containers=False)
+        names = [c["name"] for c in record.pod["spec"]["containers"]]
         return record.task_ids[names.index(container)]
 
     async def get_container_logs(

@@ -24,11 +24,13 @@ from ...sdk import (
     NotFound,
     Pod,
     PodCallback,
+    PodRecords,
     PodStatus,
     Provider,
     ProviderContext,
     deep_copy,
     key_of,
+    poll_loop,
     read_mapping,
     rfc3339,
     uid_of,
@@ -60,6 +62,14 @@ class Record:
     submitted: float = 0.0
 
 
+def _fingerprint(pod: Pod) -> str:
+    """What a status change is reported for: all but the conditions' times and messages."""
+    status = pod["status"]
+    return json.dumps(
+        {k: v for k, v in status.items() if k != "conditions"}, sort_keys=True
+    ) + json.dumps([(c["type"], c["status"]) for c in status["conditions"]])
+
+
 def _without_env_values(pod: Pod) -> Pod:
     """The pod as kept on disk and in memory: env values may be secrets, so only names stay."""
     kept: Pod = deep_copy(pod)
@@ -83,7 +93,7 @@ class SlurmProvider(Provider):
         self.rest = SlurmRest(self.config) if self.config.backend == "rest" else None
         # Jobs are the token's user's with slurmrestd's JWT auth, else ours.
         self.user = self.config.rest_user_name or jobs.current_user()
-        self.records: dict[str, Record] = {}  # by namespace/name
+        self.records: PodRecords[Record] = PodRecords(self._with_status)  # by namespace/name
         self.jobs: dict[str, jobs.JobInfo] = {}  # by pod UID, as of the last poll
         self.jobs_as_of = 0.0  # when the last successful poll began (monotonic)
         self.use_json = True
@@ -91,7 +101,6 @@ class SlurmProvider(Provider):
         self.polled = asyncio.Event()
         self.poll_now = asyncio.Event()
         self.notify: PodCallback | None = None
-        self.reported: dict[str, str] = {}
         self.poller: asyncio.Task[None] | None = None
         self.capacity: dict[str, str] | None = None
         self.unusable: str | None = None  # why no node of the partition can run jobs
@@ -124,7 +133,10 @@ class SlurmProvider(Provider):
             if job is not None and record.job_id != job.job_id:
                 record.job_id = job.job_id
                 (record.job_dir / "job-id").write_text(job.job_id)
-        self.poller = asyncio.create_task(self._poll_forever(), name="slurm-poll")
+        self.poller = asyncio.create_task(
+            poll_loop(self.poll_now, self.config.poll_seconds, self.poll, self._report_changes),
+            name="slurm-poll",
+        )
         self.refresher = asyncio.create_task(self._refresh_node_forever(), name="slurm-nodes")
 
     async def stop(self) -> None:
@@ -168,28 +180,9 @@ class SlurmProvider(Provider):
         self.polled.set()
         self.polled = asyncio.Event()
 
-    async def _poll_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.poll_now.wait(), self.config.poll_seconds)
-            self.poll_now.clear()
-            await self.poll()
-            if self.poll_error is None:
-                self._report_changes()
-
     def _report_changes(self) -> None:
-        if self.notify is None:
-            return
-        for key, record in list(self.records.items()):
-            if record.deleting:
-                continue
-            pod = self._with_status(record)
-            shown = json.dumps(
-                {k: v for k, v in pod["status"].items() if k != "conditions"}, sort_keys=True
-            ) + json.dumps([(c["type"], c["status"]) for c in pod["status"]["conditions"]])
-            if self.reported.get(key) != shown:
-                self.reported[key] = shown
-                self.notify(pod)
+        if self.poll_error is None:  # a failed poll knows nothing new
+            self.records.report_changes(self.notify, _fingerprint)
 
     async def _next_poll(self) -> None:
         waiting = self.polled
@@ -306,8 +299,7 @@ class SlurmProvider(Provider):
         job = self.jobs.get(uid_of(pod))
         if record.job_id is not None and (job is None or not job.finished):
             await self._cancel(record.job_id, float(grace))
-        self.records.pop(key, None)
-        self.reported.pop(key, None)
+        self.records.forget(key)
         shutil.rmtree(record.job_dir, ignore_errors=True)
 
     async def _cancel(self, job_id: str, grace: float) -> None:
@@ -339,15 +331,13 @@ class SlurmProvider(Provider):
                 raise
 
     async def get_pod(self, namespace: str, name: str) -> Pod | None:
-        record = self.records.get(f"{namespace}/{name}")
-        return None if record is None else self._with_status(record)
+        return self.records.get_pod(namespace, name)
 
     async def get_pod_status(self, namespace: str, name: str) -> PodStatus | None:
-        pod = await self.get_pod(namespace, name)
-        return None if pod is None else pod["status"]
+        return self.records.get_pod_status(namespace, name)
 
     async def list_pods(self) -> list[Pod]:
-        return [self._with_status(r) for r in self.records.values()]
+        return self.records.list_pods()
 
     # --- node -------------------------------------------------------------------------------
 
@@ -426,23 +416,10 @@ class SlurmProvider(Provider):
 
     # --- kubelet API ------------------------------------------------------------------------
 
-    def _running_record(self, namespace: str, pod: str, container: str) -> Record:
-        record = self.records.get(f"{namespace}/{pod}")
-        if record is None:
-            raise NotFound(f"pod {namespace}/{pod}")
-        names = [
-            c["name"]
-            for kind in ("initContainers", "containers")
-            for c in record.pod["spec"].get(kind) or []
-        ]
-        if container not in names:
-            raise NotFound(f"container {container} in pod {namespace}/{pod}")
-        return record
-
     async def get_container_logs(
         self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
-        record = self._running_record(namespace, pod, container)
+        record = self.records.container_record(namespace, pod, container)
         uid = uid_of(record.pod)
         exit_file = record.job_dir / "status" / f"{container}.exit"
 
@@ -463,7 +440,7 @@ class SlurmProvider(Provider):
     async def run_in_container(
         self, namespace: str, pod: str, container: str, command: list[str], io: ContainerIO
     ) -> int:
-        record = self._running_record(namespace, pod, container)
+        record = self.records.container_record(namespace, pod, container)
         job = self.jobs.get(uid_of(record.pod))
         if record.job_id is None or job is None or job.state != "RUNNING":
             raise InvalidInput(f"pod {namespace}/{pod} is not running in Slurm")
