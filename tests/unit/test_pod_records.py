@@ -58,6 +58,19 @@ def test_reads_give_the_pod_with_its_current_status() -> None:
     assert [p["metadata"]["name"] for p in records.list_pods(deleting=False)] == ["a"]
 
 
+def test_record_of_is_the_same_pod_by_name_and_uid() -> None:
+    record = _Record(_pod("a", ["main"]))
+    records = _records(record)
+
+    assert records.record_of(_pod("a", ["main"])) is record
+    older = _pod("a", ["main"])
+    older["metadata"]["uid"] = "uid-of-an-older-a"
+    with pytest.raises(NotFound, match=r"^ns/a$"):
+        records.record_of(older)
+    with pytest.raises(NotFound, match=r"^ns/b$"):
+        records.record_of(_pod("b", ["main"]))
+
+
 def test_container_record_names_what_is_unknown() -> None:
     record = _Record(_pod("a", ["main", "side"], init=["setup"]))
     records = _records(record)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Protocol, TypeVar
 
 from ..errors import NotFound
+from ..kube.objects import key_of, uid_of
 from .types import Pod, PodCallback, PodStatus
 
 
@@ -60,6 +61,15 @@ class PodRecords(dict[str, R]):
     def list_pods(self, *, deleting: bool = True) -> list[Pod]:
         """Every pod with its status; without those being deleted if `deleting` is False."""
         return [self.with_status(r) for r in self.values() if deleting or not r.deleting]
+
+    def record_of(self, pod: Pod) -> R:
+        """The record of this very pod (same namespace/name and UID), for update and delete;
+        NotFound (with the pod's key) for a pod not run here or an older one of the same name."""
+        key = key_of(pod)
+        record = self.get(key)
+        if record is None or uid_of(record.pod) != uid_of(pod):
+            raise NotFound(key)
+        return record
 
     def container_record(
         self, namespace: str, pod: str, container: str, *, init_containers: bool = True

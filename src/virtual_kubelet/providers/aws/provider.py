@@ -23,7 +23,6 @@ from ...sdk import (
     InvalidInput,
     LogOptions,
     Node,
-    NotFound,
     Pod,
     PodCallback,
     PodRecords,
@@ -378,17 +377,13 @@ class AwsProvider(Provider):
         self.poll_now.set()
 
     async def update_pod(self, pod: Pod) -> None:
-        record = self.records.get(key_of(pod))
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key_of(pod))
+        record = self.records.record_of(pod)
         # A running task's definition cannot change; labels and annotations are kept.
         record.pod["metadata"] = deep_copy(pod["metadata"])
 
     async def delete_pod(self, pod: Pod) -> None:
         key = key_of(pod)
-        record = self.records.get(key)
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key)
+        record = self.records.record_of(pod)
         record.deleting = True
         stopped = record.task is not None and record.task.get("lastStatus") == "STOPPED"
         if not stopped and not record.missing:

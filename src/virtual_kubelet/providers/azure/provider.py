@@ -391,9 +391,7 @@ class AzureProvider(Provider):
         self.poll_now.set()
 
     async def update_pod(self, pod: Pod) -> None:
-        record = self.records.get(key_of(pod))
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key_of(pod))
+        record = self.records.record_of(pod)
         # A container group's containers cannot change in place; labels and annotations stay.
         record.pod["metadata"] = deep_copy(pod["metadata"])
 

@@ -20,7 +20,6 @@ from ...sdk import (
     InvalidInput,
     LogOptions,
     Node,
-    NotFound,
     Pod,
     PodCallback,
     PodRecords,
@@ -328,17 +327,13 @@ class AzureBatchProvider(Provider):
         self.poll_now.set()
 
     async def update_pod(self, pod: Pod) -> None:
-        record = self.records.get(key_of(pod))
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key_of(pod))
+        record = self.records.record_of(pod)
         # A Batch task's command and image cannot change; labels and annotations are kept.
         record.pod["metadata"] = deep_copy(pod["metadata"])
 
     async def delete_pod(self, pod: Pod) -> None:
         key = key_of(pod)
-        record = self.records.get(key)
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key)
+        record = self.records.record_of(pod)
         record.deleting = True
         try:
             for task_id in record.task_ids:

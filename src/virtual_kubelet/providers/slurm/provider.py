@@ -21,7 +21,6 @@ from ...sdk import (
     LogOptions,
     Node,
     NodeCallback,
-    NotFound,
     Pod,
     PodCallback,
     PodRecords,
@@ -281,17 +280,13 @@ class SlurmProvider(Provider):
             )
 
     async def update_pod(self, pod: Pod) -> None:
-        record = self.records.get(key_of(pod))
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key_of(pod))
+        record = self.records.record_of(pod)
         # A running job's spec cannot change; labels and annotations are kept for list_pods.
         record.pod["metadata"] = deep_copy(pod["metadata"])
 
     async def delete_pod(self, pod: Pod) -> None:
         key = key_of(pod)
-        record = self.records.get(key)
-        if record is None or uid_of(record.pod) != uid_of(pod):
-            raise NotFound(key)
+        record = self.records.record_of(pod)
         record.deleting = True
         grace = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
         if grace is None:
